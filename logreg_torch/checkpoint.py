@@ -1,0 +1,64 @@
+"""Checkpoints: one dict, written atomically, read back with ``weights_only=True``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "logreg_torch/1"
+REQUIRED = ("format", "model", "model_args", "config", "epoch", "step", "preprocessing",
+            "label_map", "feature_names")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; one line naming the file and the problem."""
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(file)`` on a temp file beside ``path``, then rename it over ``path``.
+
+    A crash or a full disk mid-write leaves the previous file untouched: os.replace is atomic
+    on POSIX and Windows when both names are on one file system.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint we wrote; anything else is a CheckpointError, never arbitrary code
+    (``weights_only=True`` unpickles tensors and plain containers only)."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; pass a checkpoint file such as "
+                              f"{path / 'last.pt'}")
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated, corrupted, or not a torch file at all
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: it is truncated, corrupted or "
+                              f"not a logreg_torch checkpoint ({first[:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a logreg_torch checkpoint (no {FORMAT!r} marker)")
+    missing = [k for k in REQUIRED if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
+    return state

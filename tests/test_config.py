@@ -1,0 +1,483 @@
+"""Tests for logreg_torch/config.py: shipped configs, merge order, and every user mistake."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from logreg_torch.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_yaml,
+    load_config,
+    save_config,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+SHIPPED = {
+    "default", "jackets", "breast_cancer", "synthetic", "csv", "npy",
+    "sgd", "adam", "lbfgs", "mlp", "cuda", "sklearn_parity",
+}  # fmt: skip
+
+
+def write(tmp_path: Path, text: str, name: str = "x.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_of(path: str | Path | None, overrides: tuple[str, ...] = ()) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1, message
+    return message
+
+
+# --- shipped configs -----------------------------------------------------------------------------
+
+
+def test_every_expected_config_is_shipped():
+    missing = SHIPPED - {p.stem for p in CONFIGS}
+    assert not missing
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_loads(path: Path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# ") and f"configs/{path.name}" in first
+    assert cfg.log.name == path.stem  # run folders are named after the config
+    assert config_from_dict(dataclasses.asdict(cfg)) == cfg
+
+
+def test_default_config_is_small_and_fast():
+    cfg = load_config(ROOT / "configs" / "default.yaml")
+    assert (cfg.data.source, cfg.model.name, cfg.optim.name) == ("jackets", "logistic", "adam")
+    assert cfg.train.epochs <= 30 and cfg.train.batch_size == 64
+
+
+def test_sklearn_parity_config():
+    cfg = load_config(ROOT / "configs" / "sklearn_parity.yaml")
+    assert cfg.data.source == "breast_cancer"
+    assert cfg.data.val_fraction == cfg.data.test_fraction == 0
+    assert cfg.optim.name == "lbfgs" and cfg.train.batch_size is None
+    assert cfg.loss.l2 == pytest.approx(1 / 569, rel=1e-15)  # sklearn C = 1 / (l2 * 569)
+    assert cfg.optim.tol <= 1e-8 and cfg.optim.max_iter >= 1000
+
+
+def test_csv_config_points_at_bundled_jackets():
+    cfg = load_config(ROOT / "configs" / "csv.yaml")
+    assert cfg.data.path == "logreg_torch/datasets/jackets.csv"
+    assert (cfg.data.target, cfg.data.positive_label) == ("purchase", "jacket")
+
+
+# --- merge order and types -----------------------------------------------------------------------
+
+
+def test_no_file_gives_the_defaults():
+    assert load_config(None) == Config()
+
+
+def test_defaults_then_file_then_overrides(tmp_path):
+    path = write(tmp_path, "optim:\n  lr: 0.1\n  name: sgd\ntrain:\n  epochs: 3\n")
+    cfg = load_config(path, ["optim.lr=0.2", "train.seed=7"])
+    assert cfg.optim.lr == 0.2  # override beats file
+    assert cfg.optim.name == "sgd" and cfg.train.epochs == 3  # file beats defaults
+    assert cfg.train.batch_size == 64 and cfg.train.seed == 7  # untouched default, new override
+
+
+def test_later_override_wins():
+    assert load_config(None, ["optim.lr=0.1", "optim.lr=0.3"]).optim.lr == 0.3
+
+
+def test_override_values_are_yaml():
+    cfg = load_config(
+        None,
+        [
+            "train.batch_size=null",
+            "model.hidden=[32,16]",
+            "optim.lr=1e-3",
+            "log.name='1e-3'",
+            "data.weights=[0.9, 0.1]",
+            "optim={name: sgd, momentum: 0.9}",
+        ],
+    )
+    assert cfg.train.batch_size is None
+    assert cfg.model.hidden == [32, 16]
+    assert cfg.optim.lr == 0.001
+    assert cfg.log.name == "1e-3"
+    assert cfg.data.weights == [0.9, 0.1]
+    assert (cfg.optim.name, cfg.optim.momentum) == ("sgd", 0.9)
+
+
+def test_types_are_coerced(tmp_path):
+    text = (
+        "optim:\n  lr: 1\ntrain:\n  epochs: '5'\n  grad_clip: 2\n"
+        "data:\n  standardize: 'false'\n  weights: ['0.25', 0.75]\n"
+    )
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    assert cfg.train.epochs == 5 and isinstance(cfg.train.epochs, int)
+    assert cfg.train.grad_clip == 2.0 and isinstance(cfg.train.grad_clip, float)
+    assert cfg.data.standardize is False
+    assert cfg.data.weights == [0.25, 0.75]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("null", None), ("balanced", "balanced"), ("3", 3.0), ("2.5", 2.5), ("'4'", 4.0)],
+)
+def test_pos_weight_forms(value, expected):
+    pos_weight = load_config(None, [f"loss.pos_weight={value}"]).loss.pos_weight
+    assert pos_weight == expected and type(pos_weight) is type(expected)
+
+
+def test_empty_section_means_no_change(tmp_path):
+    # Every key of a section commented out parses as null.
+    assert (
+        load_config(write(tmp_path, "optim:\n#  lr: 0.1\ntrain:\n  epochs: 2\n")).optim.lr == 0.05
+    )
+
+
+def test_interpolation_is_resolved(tmp_path):
+    cfg = load_config(write(tmp_path, "optim:\n  lr: 0.2\n  momentum: ${optim.lr}\n"))
+    assert cfg.optim.momentum == 0.2
+
+
+def test_valid_edge_values():
+    cfg = load_config(
+        None,
+        [
+            "optim.name=lbfgs",
+            "train.batch_size=null",
+            "train.device=cuda:1",
+            "train.dist_backend=gloo",
+            "data.val_fraction=0",
+            "data.test_fraction=0.99",
+            "data.n_informative=20",
+            "train.early_stopping_patience=1",
+            "data.weights=[0.7]",
+        ],
+    )
+    assert cfg.train.device == "cuda:1" and cfg.data.n_informative == cfg.data.n_features
+
+
+# --- saving and rebuilding -----------------------------------------------------------------------
+
+
+def test_save_config_round_trips_and_leaves_no_temp_file(tmp_path):
+    cfg = load_config(None, ["model.hidden=[8]", "log.name='007'", "loss.pos_weight=balanced"])
+    path = tmp_path / "run" / "config.yaml"
+    save_config(cfg, path)
+    save_config(cfg, path)  # overwriting is fine
+    assert load_config(path) == cfg
+    assert [p.name for p in path.parent.iterdir()] == ["config.yaml"]
+
+
+def test_literal_interpolation_text_survives_save_and_rebuild(tmp_path):
+    cfg = load_config(None, [r"log.name=\${not_an_interpolation}"])
+    assert cfg.log.name == "${not_an_interpolation}"
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+    assert config_from_dict(dataclasses.asdict(cfg)) == cfg
+
+
+def test_config_to_yaml_is_plain_yaml():
+    text = config_to_yaml(Config())
+    assert yaml.safe_load(text)["optim"]["name"] == "adam"
+
+
+def test_config_from_dict_validates_and_names_the_source():
+    assert config_from_dict({"optim": {"lr": 0.5}}).optim.lr == 0.5
+    with pytest.raises(ConfigError, match="optim.lrr.*checkpoint last.pt.*optim.lr"):
+        config_from_dict({"optim": {"lrr": 0.5}}, source="checkpoint last.pt")
+    with pytest.raises(ConfigError, match="mapping of sections"):
+        config_from_dict([1, 2])  # type: ignore[arg-type]
+
+
+# --- file errors ---------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    message = error_of(tmp_path / "nope.yaml")
+    assert "nope.yaml" in message and "not found" in message
+
+
+def test_folder_instead_of_file(tmp_path):
+    assert "is a folder" in error_of(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_empty_file(tmp_path, text):
+    message = error_of(write(tmp_path, text))
+    assert "x.yaml" in message and "empty" in message
+
+
+def test_not_utf8(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    assert "not UTF-8" in error_of(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("optim:\n  lr: 0.1\n name: adam\n", ["invalid YAML", "x.yaml:3"]),
+        ("optim:\n  lr: [0.1,\n", ["invalid YAML", "x.yaml:"]),
+        ("optim: {lr: 0.1\n", ["invalid YAML", "x.yaml:"]),
+        ("optim:\n  lr: 0.1\n  lr: 0.2\n", ["duplicate key", "x.yaml:3", "keep only one"]),
+        ("optim:\n  lr: !!float abc\n", ["x.yaml"]),
+        ("a: 1\n---\nb: 2\n", ["invalid YAML", "x.yaml:"]),
+        ("optim:\n\tlr: 0.1\n", ["invalid YAML", "x.yaml:2"]),
+    ],
+)
+def test_yaml_syntax_errors_name_file_and_line(tmp_path, text, fragments):
+    message = error_of(write(tmp_path, text))
+    assert all(f in message for f in fragments), message
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("- optim\n- train\n", ["holds a list", "mapping of sections"]),
+        ("42\n", ["holds the value '42'"]),
+        ("optim: [1, 2]\n", ["section 'optim'", "x.yaml:1", "mapping of keys"]),
+        ("train:\n  epochs: 3\noptim: adam\n", ["section 'optim'", "x.yaml:3", "'adam'"]),
+    ],
+)
+def test_mapping_expected(tmp_path, text, fragments):
+    message = error_of(write(tmp_path, text))
+    assert all(f in message for f in fragments), message
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("optim:\n  lrr: 0.1\n", ["'optim.lrr'", "x.yaml:2", "did you mean 'optim.lr'"]),
+        ("optimizer:\n  lr: 0.1\n", ["'optimizer'", "x.yaml:1", "did you mean 'optim'"]),
+        ("optim:\n  epochs: 3\n", ["'optim.epochs'", "did you mean 'train.epochs'"]),
+        ("optim:\n  epoch: 3\n", ["'optim.epoch'", "did you mean 'train.epochs'"]),
+        ("lr: 0.1\n", ["'lr'", "did you mean 'optim.lr'"]),
+        ("optim.lr: 0.1\n", ["'optim.lr'", "nest it"]),
+        ("zzz: 1\n", ["'zzz'", "sections are data, model"]),
+        ("train:\n  qqqq: 1\n", ["'train.qqqq'", "'train' keys are epochs"]),
+        ("1: 2\n", ["unknown key '1'"]),
+    ],
+)
+def test_unknown_keys_suggest_the_nearest(tmp_path, text, fragments):
+    message = error_of(write(tmp_path, text))
+    assert message.startswith("unknown key") and all(f in message for f in fragments), message
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("train:\n  epochs: ten\n", ["train.epochs", "an integer", "'ten'", "x.yaml:2"]),
+        ("train:\n  epochs: 2.5\n", ["train.epochs", "an integer", "2.5"]),
+        ("optim:\n  lr: fast\n", ["optim.lr", "a number", "'fast'"]),
+        ("optim:\n  lr: {a: 1}\n", ["optim.lr", "a number", "a mapping"]),
+        ("model:\n  hidden: 5\n", ["model.hidden", "a list of integers"]),
+        ("model:\n  hidden: [32, x]\n", ["model.hidden", "a list of integers", "[32, 'x']"]),
+        ("data:\n  standardize: maybe\n", ["data.standardize", "true or false"]),
+        ("train:\n  batch_size: many\n", ["train.batch_size", "an integer or null"]),
+        ("data:\n  path: [a, b]\n", ["data.path", "a string or null"]),
+        ("optim:\n  lr: ${nope}\n", ["optim.lr", "nope", "x.yaml:2"]),
+    ],
+)
+def test_wrong_types_name_key_and_type(tmp_path, text, fragments):
+    message = error_of(write(tmp_path, text))
+    assert all(f in message for f in fragments), message
+
+
+# --- override errors -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "fragments"),
+    [
+        ("optim.lr", ["'optim.lr'", "no '='"]),
+        ("=0.1", ["empty key"]),
+        ("  =0.1", ["empty key"]),
+        ("optim..lr=1", ["not a dotted key"]),
+        ("model.hidden[0]=3", ["not a dotted key", "model.hidden=[32,16]"]),
+        ("optim.lrr=0.1", ["unknown key 'optim.lrr'", "override 'optim.lrr=0.1'", "'optim.lr'"]),
+        ("optim.lr=[0.1,", ["override 'optim.lr=[0.1,'", "cannot parse"]),
+        ("optim.lr=!!float abc", ["cannot parse"]),
+        ("train.epochs=ten", ["train.epochs", "an integer", "override 'train.epochs=ten'"]),
+        ("optim=adam", ["section 'optim'", "mapping of keys"]),
+        ("optim.lr.x=1", ["optim.lr", "a number"]),
+    ],
+)
+def test_bad_overrides(override, fragments):
+    message = error_of(None, (override,))
+    assert all(f in message for f in fragments), message
+
+
+# --- range and cross-field checks ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["optim.lr=0"], ["optim.lr", "> 0"]),
+        (["optim.lr=-1"], ["optim.lr", "> 0", "-1.0"]),
+        (["optim.lr=.nan"], ["optim.lr", "> 0"]),
+        (["optim.lr=.inf"], ["optim.lr", "> 0"]),
+        (["data.val_fraction=1"], ["data.val_fraction", "[0, 1)"]),
+        (["data.test_fraction=-0.1"], ["data.test_fraction", "[0, 1)"]),
+        (
+            ["data.val_fraction=0.5", "data.test_fraction=0.5"],
+            ["data.val_fraction + data.test_fraction", "< 1", "override 'data.test_fraction=0.5'"],
+        ),
+        (["train.epochs=0"], ["train.epochs", ">= 1"]),
+        (["train.batch_size=0"], ["train.batch_size", "null (full batch) or >= 1"]),
+        (["optim.name=adm"], ["optim.name", "sgd, adam, adamw, lbfgs", "did you mean 'adam'"]),
+        (["optim.name=lbfgs"], ["lbfgs", "full-batch", "train.batch_size is 64", "null"]),
+        (["optim.scheduler=linear"], ["optim.scheduler", "none, step, cosine, plateau"]),
+        (["model.name=svm"], ["model.name", "logistic, mlp"]),
+        (["data.source=parquet"], ["data.source", "csv, npy, synthetic, jackets"]),
+        (["data.source=csv"], ["data.path is required", "'csv'"]),
+        (["data.source=npy"], ["data.path is required", "'npy'"]),
+        (["train.precision=fp8"], ["train.precision", "fp32, fp64, bf16, fp16"]),
+        (["train.device=gpu"], ["train.device", "auto, cpu, cuda or cuda:N"]),
+        (["train.device=cuda:x"], ["train.device", "cuda:N"]),
+        (["loss.label_smoothing=1"], ["loss.label_smoothing", "[0, 1)"]),
+        (["loss.l1=-1"], ["loss.l1", ">= 0"]),
+        (["loss.l2=-0.1"], ["loss.l2", ">= 0"]),
+        (["optim.momentum=-0.9"], ["optim.momentum", ">= 0"]),
+        (["model.dropout=1"], ["model.dropout", "[0, 1)"]),
+        (["model.hidden=[32,0]"], ["model.hidden", ">= 1"]),
+        (["model.name=mlp", "model.hidden=[]"], ["model.hidden", "non-empty", "mlp"]),
+        (["loss.pos_weight=0"], ["loss.pos_weight", "positive number", "'balanced'"]),
+        (["loss.pos_weight=-2"], ["loss.pos_weight", "positive number"]),
+        (["loss.pos_weight=heavy"], ["loss.pos_weight", "'heavy'"]),
+        (["loss.pos_weight=true"], ["loss.pos_weight", "True"]),
+        (["loss.pos_weight=[1]"], ["loss.pos_weight", "[1]"]),
+        (["train.grad_clip=0"], ["train.grad_clip", "> 0"]),
+        (["train.checkpoint_every=0"], ["train.checkpoint_every", ">= 1"]),
+        (["data.n_features=3", "data.n_informative=5"], ["data.n_informative", "between 1 and"]),
+        (["data.weights=[-0.1,1.1]"], ["data.weights", "summing to 1"]),
+        (["data.weights=[0.5,0.6]"], ["data.weights", "summing to 1"]),
+        (["data.weights=[1,0]"], ["data.weights", "> 0"]),
+        (["data.weights=[0.2,0.3,0.5]"], ["data.weights", "[w0, w1]"]),
+        (["data.weights=[]"], ["data.weights", "[w0, w1]"]),
+        (["data.n_samples=1"], ["data.n_samples", ">= 2"]),
+        (["train.dist_backend=mpi"], ["train.dist_backend", "gloo or nccl"]),
+        (["train.early_stopping_patience=0"], ["train.early_stopping_patience", ">= 1"]),
+        (["optim.gamma=1.5"], ["optim.gamma", "(0, 1)"]),
+        (["train.seed=-1"], ["train.seed"]),
+    ],
+)
+def test_range_and_cross_field_checks(overrides, fragments):
+    message = error_of(None, tuple(overrides))
+    assert "override '" in message
+    assert all(f in message for f in fragments), message
+
+
+def test_range_error_in_a_file_names_the_line(tmp_path):
+    message = error_of(write(tmp_path, "train:\n  epochs: 3\noptim:\n  lr: -1\n"))
+    assert "optim.lr" in message and "x.yaml:4" in message
+
+
+def test_lbfgs_error_names_both_places(tmp_path):
+    message = error_of(write(tmp_path, "optim:\n  name: lbfgs\n"))
+    assert "x.yaml:2" in message and "(default)" in message and "train.batch_size: null" in message
+
+
+# --- property: any input loads or raises ConfigError ---------------------------------------------
+
+DEFAULTS = dataclasses.asdict(Config())
+SECTIONS = list(DEFAULTS)
+LEAVES = sorted({key for section in DEFAULTS.values() for key in section})
+DEFAULT_OF = {f"{s}.{k}": v for s, section in DEFAULTS.items() for k, v in section.items()}
+DOTTED = list(DEFAULT_OF)
+WORDS = ["adam", "lbfgs", "mlp", "balanced", "cuda:0", "bf16", "csv", "null", "${optim.lr}"]
+
+
+def flow(value) -> str:
+    """A value as one line of YAML, the way a user types it after 'key='."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).removesuffix("...\n").strip()
+
+
+def nest(settings: list[tuple[str, object]]) -> dict:
+    doc: dict = {}
+    for key, value in settings:
+        section, name = key.split(".")
+        doc.setdefault(section, {})[name] = value
+    return doc
+
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-10, 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(WORDS),
+    st.text(max_size=8),
+)
+keys = st.one_of(st.sampled_from(SECTIONS + LEAVES + DOTTED), st.text(max_size=6), st.integers())
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3),
+    max_leaves=8,
+)
+# A real key with its default or a random scalar: such documents load often enough to also
+# exercise the success path (and the save/load round trip).
+setting = st.sampled_from(DOTTED).flatmap(
+    # 3 in 4 keep the default, so a document of a few settings often stays valid.
+    lambda key: st.tuples(
+        st.just(key),
+        st.integers(0, 3).flatmap(lambda i: scalars if i == 0 else st.just(DEFAULT_OF[key])),
+    )
+)
+messy_sections = st.dictionaries(
+    st.sampled_from(SECTIONS) | keys,
+    st.dictionaries(st.sampled_from(LEAVES) | keys, values, max_size=4) | values,
+    max_size=4,
+)
+documents = st.one_of(
+    st.lists(setting, min_size=1, max_size=4).map(nest).map(yaml.safe_dump),
+    st.builds(yaml.safe_dump, messy_sections | values),
+    st.text(max_size=80),
+    st.sampled_from(["", "optim:\n  lr: [", "a: &x [*x]", "optim: {lr: !!float x}", "- 1\n- 2"]),
+)
+overrides = st.lists(
+    st.one_of(
+        setting.map(lambda kv: f"{kv[0]}={flow(kv[1])}"),
+        st.builds(
+            "{}={}".format, st.sampled_from(SECTIONS) | st.text(max_size=6), values.map(flow)
+        ),
+        st.text(max_size=12),
+    ),
+    max_size=2,
+) | st.just([])
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(document=documents, overrides=overrides)
+def test_any_input_loads_or_raises_config_error(tmp_path, document, overrides):
+    path = write(tmp_path, document)
+    try:
+        cfg = load_config(path, overrides)
+    except ConfigError as e:
+        event("ConfigError")
+        assert str(e) and len(str(e).splitlines()) == 1
+        return
+    event("loaded")
+    assert isinstance(cfg, Config)
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == cfg

@@ -1,0 +1,236 @@
+"""tracking.py: write with the logger, read back with TensorBoard's own EventAccumulator."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing import event_accumulator as ea
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+from logreg_torch.model import MLP, LogisticRegression
+from logreg_torch.tracking import (
+    TensorBoardLogger,
+    figures_available,
+    flatten_hparams,
+    probability_histogram_figure,
+    reliability_figure,
+)
+
+LOAD_ALL = {ea.SCALARS: 0, ea.HISTOGRAMS: 0, ea.TENSORS: 0, ea.IMAGES: 0}
+
+
+def _read(run_dir: Path) -> ea.EventAccumulator:
+    return ea.EventAccumulator(str(run_dir), size_guidance=LOAD_ALL).Reload()
+
+
+def _event_dirs(root: Path) -> set[Path]:
+    return {p.parent for p in root.rglob("events.out.tfevents.*")}
+
+
+@pytest.fixture()
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    targets = torch.randint(0, 2, (200,), generator=g)
+    probs = torch.sigmoid(2 * targets - 1 + torch.randn(200, generator=g))
+    return probs, targets
+
+
+@pytest.fixture()
+def run(tmp_path: Path, data) -> tuple[Path, ea.EventAccumulator]:
+    """One run that uses every method except figures; returns the folder and its events."""
+    probs, targets = data
+    run_dir = tmp_path / "run"
+    with TensorBoardLogger(run_dir) as logger:
+        logger.log_custom_scalars_layout()
+        for step in range(3):
+            logger.log_dict({"loss": 1.0 / (step + 1)}, step, prefix="train")
+            logger.log_dict({"loss": 2.0 / (step + 1), "accuracy": 0.5 + 0.1 * step}, step, "val/")
+            logger.log("lr", torch.tensor(0.1 * step), step)
+            logger.log_histograms(LogisticRegression(3), step)
+        logger.log_pr_curve("val/pr_curve", probs, targets, step=2)
+        logger.log_text("config", "```yaml\noptim:\n  lr: 0.1\n```")
+        logger.log_hparams(
+            {"optim": {"lr": 0.1, "name": "adam"}, "model": {"hidden": [64, 8]}, "seed": 0},
+            {"val/loss": 0.25, "val/accuracy": 0.9},
+        )
+    return run_dir, _read(run_dir)
+
+
+def test_scalars_round_trip(run) -> None:
+    _, acc = run
+    expected = {
+        "train/loss": [1.0, 0.5, 1 / 3],
+        "val/loss": [2.0, 1.0, 2 / 3],
+        "val/accuracy": [0.5, 0.6, 0.7],
+        "lr": [0.0, 0.1, 0.2],
+    }
+    for tag, values in expected.items():
+        events = acc.Scalars(tag)
+        assert [e.step for e in events] == [0, 1, 2], tag
+        np.testing.assert_allclose([e.value for e in events], values, rtol=1e-6, err_msg=tag)
+
+
+def test_histograms(run) -> None:
+    _, acc = run
+    assert set(acc.Tags()[ea.HISTOGRAMS]) == {"params/linear.weight", "params/linear.bias"}
+    events = acc.Histograms("params/linear.weight")
+    assert [e.step for e in events] == [0, 1, 2]
+    assert events[0].histogram_value.num == 3  # three weights
+
+
+def test_histograms_unwrap_compiled_model(tmp_path: Path) -> None:
+    class Compiled(torch.nn.Module):
+        """Stands in for torch.compile's OptimizedModule (importing dynamo costs seconds)."""
+
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self._orig_mod = inner
+
+    with TensorBoardLogger(tmp_path) as logger:
+        logger.log_histograms(Compiled(MLP(3, hidden=(4,))), 0)
+    tags = set(_read(tmp_path).Tags()[ea.HISTOGRAMS])
+    expected = {"net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}
+    assert tags == {f"params/{name}" for name in expected}
+
+
+def test_pr_curve(run) -> None:
+    _, acc = run
+    assert "val/pr_curve" in acc.Tags()[ea.TENSORS]
+    assert "val/pr_curve" in acc.PluginTagToContent("pr_curves")
+    (event,) = acc.Tensors("val/pr_curve")
+    assert event.step == 2
+
+
+def test_text(run) -> None:
+    _, acc = run
+    (tag,) = acc.PluginTagToContent("text")
+    (event,) = acc.Tensors(tag)
+    assert b"lr: 0.1" in event.tensor_proto.string_val[0]
+
+
+def test_custom_scalars_layout(run) -> None:
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    _, acc = run
+    (event,) = acc.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
+    (category,) = layout.category
+    (chart,) = category.chart
+    assert chart.title == "loss"
+    assert list(chart.multiline.tag) == ["train/loss", "val/loss"]
+
+
+def test_hparams(run) -> None:
+    _, acc = run
+    content = acc.PluginTagToContent("hparams")
+    assert set(content) == {
+        "_hparams_/experiment",
+        "_hparams_/session_start_info",
+        "_hparams_/session_end_info",
+    }
+    start = HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hp = start.session_start_info.hparams
+    assert hp["optim.lr"].number_value == pytest.approx(0.1)
+    assert hp["optim.name"].string_value == "adam"
+    assert hp["model.hidden"].string_value == "[64, 8]"
+    assert hp["seed"].number_value == 0
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == {
+        "hparam/val/loss",
+        "hparam/val/accuracy",
+    }
+    # The final metrics live in the same run, and do not add a point to the val/loss curve.
+    assert acc.Scalars("hparam/val/loss")[0].value == pytest.approx(0.25)
+    assert len(acc.Scalars("val/loss")) == 3
+
+
+def test_exactly_one_run_folder(run) -> None:
+    run_dir, _ = run
+    assert _event_dirs(run_dir.parent) == {run_dir}
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert not [p for p in run_dir.iterdir() if p.is_dir()]
+
+
+@pytest.mark.skipif(not figures_available(), reason="matplotlib not installed")
+def test_figures(tmp_path: Path, data) -> None:
+    probs, targets = data
+    with TensorBoardLogger(tmp_path) as logger:
+        logger.log_figure("val/reliability", reliability_figure(probs, targets), step=1)
+        logger.log_figure("val/probs", probability_histogram_figure(probs.numpy(), targets), 1)
+    acc = _read(tmp_path)
+    assert set(acc.Tags()[ea.IMAGES]) == {"val/reliability", "val/probs"}
+    (image,) = acc.Images("val/reliability")
+    assert image.step == 1 and image.width > 100 and image.height > 100
+    assert image.encoded_image_string.startswith(b"\x89PNG")
+
+
+@pytest.mark.skipif(not figures_available(), reason="matplotlib not installed")
+def test_reliability_figure_edge_probabilities() -> None:
+    # 0.0, 1.0 and an empty bin must not break the binning.
+    fig = reliability_figure(torch.tensor([0.0, 1.0, 1.0, 0.5]), torch.tensor([0, 1, 1, 0]))
+    assert fig.axes
+
+
+def test_disabled_logger_writes_nothing(tmp_path: Path, data) -> None:
+    probs, targets = data
+    run_dir = tmp_path / "rank1"
+    logger = TensorBoardLogger(run_dir, enabled=False)
+    logger.log("x", 1.0, 0)
+    logger.log_dict({"loss": 1.0}, 0, prefix="train")
+    logger.log_histograms(LogisticRegression(2), 0)
+    logger.log_pr_curve("pr", probs, targets, 0)
+    logger.log_text("t", "text")
+    logger.log_figure("f", None, 0)  # never touched when disabled
+    logger.log_custom_scalars_layout()
+    logger.log_hparams({"lr": 0.1}, {"loss": 1.0})
+    logger.flush()
+    logger.close()
+    assert not run_dir.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_close_is_idempotent(tmp_path: Path) -> None:
+    logger = TensorBoardLogger(tmp_path)
+    logger.log("x", 1.0, 0)
+    logger.close()
+    logger.close()
+    logger.log("x", 2.0, 1)  # after close: ignored, no new file
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1
+
+
+@dataclasses.dataclass
+class _Section:
+    lr: float = 0.05
+    hidden: list[int] = dataclasses.field(default_factory=lambda: [64])
+
+
+def test_flatten_hparams() -> None:
+    flat = flatten_hparams(
+        {
+            "a": {"b": 1, "c": {"d": "x"}},
+            "lst": [1, 2],
+            "none": None,
+            "np": np.float32(0.5),
+            "t": torch.tensor(3),
+            "flag": True,
+            "path": Path("runs/x"),
+            "dc": _Section(),
+        }
+    )
+    assert flat == {
+        "a.b": 1,
+        "a.c.d": "x",
+        "lst": "[1, 2]",
+        "none": "None",
+        "np": 0.5,
+        "t": 3,
+        "flag": True,
+        "path": "runs/x",
+        "dc.lr": 0.05,
+        "dc.hidden": "[64]",
+    }
+    assert all(isinstance(v, (str, float, int, bool)) for v in flat.values())
