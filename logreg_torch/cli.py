@@ -165,8 +165,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from logreg_torch.explain import explain, parse_numbers
 
     try:
-        probs = parse_numbers(args.probs) if args.probs is not None else None
-        labels = parse_numbers(args.labels) if args.labels is not None else None
+        probs = parse_numbers(args.probs, name="--probs") if args.probs is not None else None
+        labels = parse_numbers(args.labels, name="--labels") if args.labels is not None else None
         print(explain(probs, labels))
     except ValueError as e:
         raise UsageError(str(e)) from None

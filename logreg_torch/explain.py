@@ -48,26 +48,32 @@ DEFAULT_CUSTOMERS: tuple[Customer, ...] = (
 _CLASS_NAMES = {1: "jacket", 0: "cardigan"}
 
 
-def parse_numbers(text: str, name: str = "numbers") -> list[float]:
+def parse_numbers(text: str, name: str | None = None) -> list[float]:
     """``"0.94, 0.1,1"`` -> ``[0.94, 0.1, 1.0]``; ValueError naming the bad item.
 
-    ``name`` (e.g. ``"--probs"``) is only used in the error message.
+    ``name`` (e.g. ``"--probs"``), if given, starts the error message.
     """
+    where = f"{name}: " if name else ""
     if not text.strip():
-        raise ValueError(f"{name}: no numbers given; expected a comma-separated list like 0.9,0.2")
+        raise ValueError(f"{where}no numbers given; expected a comma-separated list like 0.9,0.2")
     values = []
     for i, item in enumerate(text.split(","), start=1):
         item = item.strip()
         if not item:
-            raise ValueError(f"{name}: item {i} is empty in {text!r}")
+            raise ValueError(f"{where}item {i} is empty in {text!r}")
         try:
             value = float(item)
         except ValueError:
-            raise ValueError(f"{name}: item {i} ({item!r}) is not a number") from None
+            raise ValueError(f"{where}item {i} ({item!r}) is not a number") from None
         if not math.isfinite(value):
-            raise ValueError(f"{name}: item {i} ({item!r}) is not a finite number")
+            raise ValueError(f"{where}item {i} ({item!r}) is not a finite number")
         values.append(value)
     return values
+
+
+def _show(value: Any) -> str:
+    # 2.0 parsed from "--labels 1,2" reads back as the 2 the user typed.
+    return f"{value:g}" if isinstance(value, float) else repr(value)
 
 
 def _check_inputs(probs: Sequence[Any] | None, labels: Sequence[Any] | None,
@@ -90,9 +96,9 @@ def _check_inputs(probs: Sequence[Any] | None, labels: Sequence[Any] | None,
         try:
             value = float(p)
         except (TypeError, ValueError):
-            raise ValueError(f"probability {p!r} of customer {i} is not a number") from None
+            raise ValueError(f"probability {_show(p)} of customer {i} is not a number") from None
         if not 0.0 <= value <= 1.0:  # NaN fails too
-            raise ValueError(f"probability {p!r} of customer {i} must be between 0 and 1")
+            raise ValueError(f"probability {_show(p)} of customer {i} must be between 0 and 1")
         out_probs.append(value)
     out_labels = []
     for i, y in enumerate(labels, start=1):
@@ -101,7 +107,7 @@ def _check_inputs(probs: Sequence[Any] | None, labels: Sequence[Any] | None,
         except (TypeError, ValueError):
             value = math.nan
         if value not in (0.0, 1.0):
-            raise ValueError(f"label {y!r} of customer {i} must be 0 (cardigan) or 1 (jacket)")
+            raise ValueError(f"label {_show(y)} of customer {i} must be 0 (cardigan) or 1 (jacket)")
         out_labels.append(int(value))
     return out_probs, out_labels
 

@@ -67,6 +67,11 @@ class LogisticRegression(_BinaryClassifier):
         self._check_input(x)
         return self.linear(x).squeeze(-1)
 
+    def body_and_head(self) -> tuple[nn.Module, nn.Linear]:
+        """(everything before the last Linear, the last Linear): lets the training loop fuse
+        the last layer with the loss (logreg_torch.fast)."""
+        return nn.Identity(), self.linear
+
 
 class MLP(_BinaryClassifier):
     """``Linear -> ReLU -> Dropout`` per hidden layer, then ``Linear(., 1)``: same interface."""
@@ -100,6 +105,10 @@ class MLP(_BinaryClassifier):
         """Logits, shape ``(N,)``."""
         self._check_input(x)
         return self.net(x).squeeze(-1)
+
+    def body_and_head(self) -> tuple[nn.Module, nn.Linear]:
+        """See LogisticRegression.body_and_head."""
+        return self.net[:-1], self.net[-1]
 
 
 def build_model(

@@ -15,7 +15,12 @@ from torch import Tensor, nn
 from logreg_torch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from logreg_torch.config import Config, config_from_dict, load_config, save_config
 from logreg_torch.data import Prepared, prepare
-from logreg_torch.losses import binary_cross_entropy, binary_cross_entropy_with_logits
+from logreg_torch.fast import linear_bce_with_logits, split_head
+from logreg_torch.losses import (
+    _check_range,
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+)
 from logreg_torch.model import build_model, penalized_weights
 from logreg_torch.runtime import Runtime, resolve_runtime, rng_state, seed_everything, set_rng_state
 from logreg_torch.tracking import TensorBoardLogger
@@ -51,6 +56,21 @@ class Objective:
     l2: float
     l1: float
     check_range: bool
+    fused: bool = False  # fuse the model's last Linear with the loss (logreg_torch.fast)
+
+    def model_loss(self, model: nn.Module, features: Tensor, targets: Tensor) -> Tensor:
+        """Data loss of ``model(features)``; on the fast path the last layer and the loss run
+        as one fused autograd Function, with the same values and gradients."""
+        parts = split_head(model) if self.fused else None
+        if parts is None:
+            return self.data_loss(model(features), targets)
+        body, head = parts
+        if self.check_range and self.label_smoothing:
+            _check_range(targets, "target", "training targets")
+        if self.label_smoothing:
+            targets = targets * (1 - self.label_smoothing) + self.label_smoothing / 2
+        return linear_bce_with_logits(body(features), head, targets, self.pos_weight,
+                                      self.check_range)
 
     def data_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         if self.from_logits:
@@ -93,7 +113,14 @@ def make_objective(cfg: Config, train_targets: Tensor, device: torch.device,
         l2=cfg.loss.l2,
         l1=cfg.loss.l1,
         check_range=cfg.loss.check_range,
+        fused=fast_path_applies(cfg),
     )
+
+
+def fast_path_applies(cfg: Config) -> bool:
+    """The fused path needs logits, full precision (no autocast) and an uncompiled model."""
+    return (cfg.train.fast_path and cfg.loss.from_logits and not cfg.train.compile
+            and cfg.train.precision in ("fp32", "fp64"))
 
 
 def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
@@ -169,7 +196,7 @@ def train_one_epoch(
         def closure(xb=xb, yb=yb):
             optimizer.zero_grad(set_to_none=True)
             with _autocast(runtime):
-                data = objective.data_loss(model(xb), yb)
+                data = objective.model_loss(model, xb, yb)
             loss = data + objective.penalty(model)
             (scaler.scale(loss) if scaler is not None else loss).backward()
             closure.data = data.detach()
@@ -283,11 +310,17 @@ def fit(cfg: Config, quiet: bool = True) -> FitResult:
         resume_state = load_checkpoint(cfg.train.resume)
     data = prepare(cfg.data, cfg.train.seed, dtype=runtime.dtype)
     X, y = (t.to(runtime.device) for t in data.train)
+    if fast_path_applies(cfg) and (cfg.train.batch_size is None or cfg.optim.name == "lbfgs"):
+        # Full batch on the fast path: store X column-major (each feature contiguous). Both
+        # matrix-vector products then stream X at memory speed; row-major X makes torch.mv
+        # several times slower than one read of X. (Minibatches gather rows: row-major.)
+        X = X.t().contiguous().t()
     Xv, yv = (t.to(runtime.device) for t in data.val)
     Xt, yt = (t.to(runtime.device) for t in data.test)
 
     model = build_model(cfg.model.name, X.shape[1], cfg.model.hidden, cfg.model.dropout,
                         cfg.model.bias).to(device=runtime.device, dtype=runtime.dtype)
+    train_model = torch.compile(model) if cfg.train.compile else model  # same parameters
     objective = make_objective(cfg, y, runtime.device, runtime.dtype)
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer)
@@ -360,7 +393,7 @@ def fit(cfg: Config, quiet: bool = True) -> FitResult:
                 step += 1
 
             train_loss, grad_norm = train_one_epoch(
-                model, optimizer, objective, X, y, batch_size=cfg.train.batch_size,
+                train_model, optimizer, objective, X, y, batch_size=cfg.train.batch_size,
                 epoch_seed=cfg.train.seed * 1_000_003 + epoch, runtime=runtime,
                 grad_clip=cfg.train.grad_clip, scaler=scaler, on_step=count_step)
             if not math.isfinite(train_loss) or not _finite_params(model):

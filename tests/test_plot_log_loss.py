@@ -1,0 +1,105 @@
+"""scripts/plot_log_loss.py: the curves, the convexity check, and the files main() writes."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("matplotlib")
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "plot_log_loss.py"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def plot():
+    spec = importlib.util.spec_from_file_location("plot_log_loss", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_loss_curves(plot):
+    curves = plot.loss_curves(n=99)
+    p = curves["probs"]
+    assert p.dtype == torch.float64 and p.numel() == 99
+    assert p.min() > 0 and p.max() < 1
+    torch.testing.assert_close(curves["class1"], -torch.log(p), rtol=0, atol=1e-12)
+    torch.testing.assert_close(curves["class0"], -torch.log1p(-p), rtol=0, atol=1e-12)
+    # Mirror images of each other around p = 0.5, and both blow up at the wrong end.
+    torch.testing.assert_close(curves["class0"], curves["class1"].flip(0), rtol=0, atol=1e-12)
+    assert curves["class1"][0] > 4 and curves["class0"][-1] > 4
+
+
+def test_story_data_is_seeded_and_overlapping(plot):
+    x, y = plot.story_data()
+    x2, y2 = plot.story_data()
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert x.numel() == 20 and int(y.sum()) == 10
+    # Overlap: some customers lie on the other class's side, so log loss has a finite minimum.
+    assert 0 < int(((x > 0).double() != y).sum()) < 10
+
+
+def test_cost_vs_weight_matches_a_direct_computation(plot):
+    weights = torch.tensor([-2.0, 0.0, 0.5, 3.0], dtype=torch.float64)
+    costs = plot.cost_vs_weight(weights)
+    x, y = costs["x"], costs["y"]
+    for w, mse, log_loss in zip(weights, costs["mse"], costs["log_loss"], strict=True):
+        p = torch.sigmoid(w * x)
+        assert mse.item() == pytest.approx(((p - y) ** 2).mean().item(), abs=1e-12)
+        direct = -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
+        assert log_loss.item() == pytest.approx(direct.item(), abs=1e-12)
+    # At w = 0 every p is 0.5: MSE 1/4, log loss ln 2.
+    assert costs["mse"][1].item() == pytest.approx(0.25)
+    assert costs["log_loss"][1].item() == pytest.approx(torch.log(torch.tensor(2.0)).item())
+
+
+def test_log_loss_is_convex_and_mse_is_not(plot):
+    costs = plot.cost_vs_weight()
+    assert costs["weights"][0] == -10 and costs["weights"][-1] == 10
+    check = plot.convexity_check(costs)
+    assert check["log_loss"]["convex"]
+    assert check["log_loss"]["min_second_difference"] >= -plot.CONVEX_TOL
+    assert check["log_loss"]["negative_count"] == 0
+    assert not check["mse"]["convex"]
+    assert check["mse"]["min_second_difference"] < -1e-5  # far beyond rounding
+    assert check["mse"]["negative_count"] > 0
+    # Both have their minimum inside the range, at a positive weight.
+    for name in ("mse", "log_loss"):
+        i = int(costs[name].argmin())
+        assert 0 < i < len(costs["weights"]) - 1 and costs["weights"][i] > 0
+
+
+def test_second_differences(plot):
+    x = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    assert (plot.second_differences(x**2) > 0).all()
+    assert (plot.second_differences(-(x**2)) < 0).all()
+    assert plot.second_differences(2 * x + 1).abs().max() < 1e-12
+
+
+def test_main_writes_pngs_and_tensorboard_run(plot, tmp_path, capsys):
+    out, logdir = tmp_path / "figures", tmp_path / "run"
+    result = plot.main(["--out", str(out), "--logdir", str(logdir)])
+    for name in ("log_loss_curves", "mse_vs_log_loss"):
+        path = out / f"{name}.png"
+        assert result["paths"][name] == path
+        data = path.read_bytes()
+        assert len(data) > 1000 and data.startswith(PNG_SIGNATURE)
+    assert sorted(p.name for p in out.iterdir()) == ["log_loss_curves.png",
+                                                      "mse_vs_log_loss.png"]  # no temp files
+    events = list(logdir.glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+    assert result["convexity"]["log_loss"]["convex"] and not result["convexity"]["mse"]["convex"]
+    printed = capsys.readouterr().out
+    assert "NOT convex" in printed and "-> convex" in printed
+
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    acc = ea.EventAccumulator(str(logdir), size_guidance={ea.IMAGES: 0}).Reload()
+    assert set(acc.Tags()["images"]) == {"story/log_loss_curves", "story/mse_vs_log_loss"}
