@@ -53,7 +53,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated, corrupted, or not a torch file at all
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # torch prefixes unpickling errors with advice to retry with weights_only=False, unsafe
+        # for a file we cannot read; keep only the cause that follows it.
+        text = str(e).split("WeightsUnpickler error:", 1)[-1].strip()
+        first = text.splitlines()[0] if text else type(e).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: it is truncated, corrupted or "
                               f"not a logreg_torch checkpoint ({first[:200]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

@@ -10,6 +10,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,9 +24,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from logreg_torch.checkpoint import CheckpointError
     from logreg_torch.config import ConfigError
     from logreg_torch.data import DataError
+    from logreg_torch.runtime import DistributedError
     from logreg_torch.train import TrainingError
 
-    return (ConfigError, DataError, CheckpointError, TrainingError, UsageError)
+    return (ConfigError, DataError, CheckpointError, TrainingError, DistributedError, UsageError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = fit(cfg, quiet=args.quiet)
-    if not args.quiet:
+    if not args.quiet and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 reports
         from logreg_torch.metrics import format_metrics_table
 
         last = result.history[-1] if result.history else {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -62,6 +63,43 @@ def resolve_runtime(device: str, precision: str, rank: int = 0, world_size: int 
         rank=rank,
         world_size=world_size,
     )
+
+
+def launched_world_size() -> int:
+    """WORLD_SIZE from torchrun's environment; 1 for a plain process (no flag needed)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def init_distributed(device: str, backend: str | None, timeout_s: float) -> tuple[int, int]:
+    """Join torchrun's process group (gloo on CPU, nccl on CUDA unless ``backend`` says);
+    return (rank, world_size). A no-op (0, 1) when not launched by torchrun."""
+    import torch.distributed as dist
+
+    world = launched_world_size()
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        if backend is None:
+            backend = "nccl" if resolve_device(device).type == "cuda" else "gloo"
+        try:
+            # The timeout bounds the rendezvous and every collective: a dead peer ends the
+            # job with an error instead of a hang.
+            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        except Exception as e:  # DistStoreError, DistNetworkError, RuntimeError
+            raise DistributedError(
+                f"rank {os.environ.get('RANK', '?')}: could not join the process group at "
+                f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} within "
+                f"train.dist_timeout={timeout_s:g}s ({_first_line(e)})") from None
+    return dist.get_rank(), dist.get_world_size()
+
+
+class DistributedError(RuntimeError):
+    """A distributed run cannot go on (a peer died, a rendezvous timed out); one line."""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:300]
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

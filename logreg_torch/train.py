@@ -22,7 +22,15 @@ from logreg_torch.losses import (
     binary_cross_entropy_with_logits,
 )
 from logreg_torch.model import build_model, penalized_weights
-from logreg_torch.runtime import Runtime, resolve_runtime, rng_state, seed_everything, set_rng_state
+from logreg_torch.runtime import (
+    DistributedError,
+    Runtime,
+    init_distributed,
+    resolve_runtime,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from logreg_torch.tracking import TensorBoardLogger
 
 __all__ = ["FitResult", "TrainingError", "evaluate", "fit", "load_config", "train_one_epoch"]
@@ -176,20 +184,30 @@ def train_one_epoch(
     grad_clip: float | None = None,
     scaler: torch.amp.GradScaler | None = None,
     on_step=None,
+    n_global: int | None = None,
 ) -> tuple[float, float]:
-    """One pass over (X, y), already on the device. Returns (mean data loss, last grad norm).
+    """One pass over (X, y), already on the device. Returns (mean data loss over all ranks,
+    gradient norm at the last step).
 
     Minibatches are slices of a seeded permutation of the rows: no per-sample DataLoader.
+    Distributed minibatch training syncs gradients through DDP (``model`` is wrapped); a
+    distributed full batch (``n_global`` rows over all ranks) all-reduces loss and gradients
+    here, so L-BFGS sees exactly the single-process objective.
     """
     model.train()
     n = len(X)
-    if isinstance(optimizer, torch.optim.LBFGS) or batch_size is None or batch_size >= n:
-        batches = [None]  # full batch: no indexing copy at all
+    full_batch = isinstance(optimizer, torch.optim.LBFGS) or batch_size is None or batch_size >= n
+    if full_batch:
+        batches = [None]  # no indexing copy at all
     else:
         gen = torch.Generator().manual_seed(epoch_seed)
         perm = torch.randperm(n, generator=gen).to(X.device)
         batches = list(perm.split(batch_size))
-    total, grad_norm = torch.zeros((), device=X.device, dtype=torch.float64), 0.0
+    # Global mean loss = sum over ranks of (local mean * n_local / n_global); its gradient is
+    # the sum of the local gradients. The penalty is shared out so that it is counted once.
+    sharded = runtime.distributed and full_batch
+    share = n / n_global if sharded and n_global else 1.0
+    total = torch.zeros((), device=X.device, dtype=torch.float64)
     for idx in batches:
         xb, yb = (X, y) if idx is None else (X[idx], y[idx])
 
@@ -197,10 +215,14 @@ def train_one_epoch(
             optimizer.zero_grad(set_to_none=True)
             with _autocast(runtime):
                 data = objective.model_loss(model, xb, yb)
-            loss = data + objective.penalty(model)
-            (scaler.scale(loss) if scaler is not None else loss).backward()
             closure.data = data.detach()
-            return loss
+            if not sharded:
+                loss = data + objective.penalty(model)
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+                return loss
+            loss = data * share + objective.penalty(model) / runtime.world_size
+            loss.backward()
+            return _all_reduce_loss_and_grads(loss, model)
 
         if isinstance(optimizer, torch.optim.LBFGS):
             optimizer.step(closure)
@@ -211,9 +233,7 @@ def train_one_epoch(
             if scaler is not None:
                 scaler.unscale_(optimizer)
             if grad_clip is not None:
-                grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
-            else:
-                grad_norm = _grad_norm(model)
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
@@ -222,9 +242,27 @@ def train_one_epoch(
         total += closure.data.double() * len(xb)
         if on_step is not None:
             on_step()
-    if isinstance(optimizer, torch.optim.LBFGS):
-        grad_norm = _grad_norm(model)
+    # Gradients of the last step, as the optimizer saw them (after any clipping); reading them
+    # once per epoch keeps a host sync out of every step.
+    grad_norm = _grad_norm(model)
+    if runtime.distributed:
+        import torch.distributed as dist
+
+        stats = torch.stack([total, total.new_tensor(float(n))])
+        dist.all_reduce(stats)
+        return float(stats[0] / stats[1]), grad_norm
     return float(total) / n, grad_norm
+
+
+def _all_reduce_loss_and_grads(loss: Tensor, model: nn.Module) -> Tensor:
+    import torch.distributed as dist
+
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+    value = loss.detach().clone()
+    dist.all_reduce(value)
+    return value
 
 
 @torch.no_grad()
@@ -301,16 +339,63 @@ def model_from_checkpoint(state: dict) -> nn.Module:
 
 
 def fit(cfg: Config, quiet: bool = True) -> FitResult:
-    """Train the model the config describes; log to TensorBoard; checkpoint; return the result."""
-    runtime = resolve_runtime(cfg.train.device, cfg.train.precision)
+    """Train the model the config describes; log to TensorBoard; checkpoint; return the result.
+
+    Under torchrun (WORLD_SIZE > 1) every rank runs this: it joins the process group, trains on
+    its shard, and only rank 0 writes events and checkpoints.
+    """
+    rank, world = init_distributed(cfg.train.device, cfg.train.dist_backend,
+                                   cfg.train.dist_timeout)
+    try:
+        return _fit(cfg, quiet, rank, world)
+    except RuntimeError as e:
+        if world == 1 or isinstance(e, TrainingError | DistributedError) or not _is_dist_failure(e):
+            raise
+        raise DistributedError(
+            f"rank {rank}: a collective failed: a peer process died or did not answer within "
+            f"train.dist_timeout={cfg.train.dist_timeout:g}s ({str(e).strip().splitlines()[0]}"
+            f"); the last checkpoint in the run folder stays loadable") from None
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _is_dist_failure(e: RuntimeError) -> bool:
+    import torch.distributed as dist
+
+    text = str(e).lower()
+    return isinstance(e, dist.DistError) or any(
+        word in text for word in ("gloo", "nccl", "connection", "timed out", "timeout", "peer"))
+
+
+def _shard(pair: tuple[Tensor, Tensor], rank: int, world: int,
+           equal: bool) -> tuple[Tensor, Tensor]:
+    """Rows rank, rank + world, ... With ``equal`` (DDP minibatches, where every rank must take
+    the same number of steps) the short shards wrap around to the start, as
+    DistributedSampler pads; the full-batch path keeps the exact rows instead."""
+    X, y = pair
+    n = len(X)
+    size = -(-n // world) if equal else len(range(rank, n, world))
+    idx = (torch.arange(size) * world + rank) % max(n, 1)
+    return X[idx], y[idx]
+
+
+def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
+    runtime = resolve_runtime(cfg.train.device, cfg.train.precision, rank, world)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
+    full_batch = cfg.train.batch_size is None or cfg.optim.name == "lbfgs"
 
     resume_state = None
     if cfg.train.resume:
         resume_state = load_checkpoint(cfg.train.resume)
     data = prepare(cfg.data, cfg.train.seed, dtype=runtime.dtype)
-    X, y = (t.to(runtime.device) for t in data.train)
-    if fast_path_applies(cfg) and (cfg.train.batch_size is None or cfg.optim.name == "lbfgs"):
+    n_global = len(data.train[0])
+    train_rows = data.train if world == 1 else _shard(data.train, rank, world, not full_batch)
+    X, y = (t.to(runtime.device) for t in train_rows)
+    if fast_path_applies(cfg) and full_batch:
         # Full batch on the fast path: store X column-major (each feature contiguous). Both
         # matrix-vector products then stream X at memory speed; row-major X makes torch.mv
         # several times slower than one read of X. (Minibatches gather rows: row-major.)
@@ -321,7 +406,14 @@ def fit(cfg: Config, quiet: bool = True) -> FitResult:
     model = build_model(cfg.model.name, X.shape[1], cfg.model.hidden, cfg.model.dropout,
                         cfg.model.bias).to(device=runtime.device, dtype=runtime.dtype)
     train_model = torch.compile(model) if cfg.train.compile else model  # same parameters
-    objective = make_objective(cfg, y, runtime.device, runtime.dtype)
+    if world > 1 and not full_batch:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(
+            train_model, device_ids=[runtime.device.index] if runtime.device.type == "cuda"
+            else None)
+    # pos_weight "balanced" from the whole training split, the same on every rank
+    objective = make_objective(cfg, data.train[1], runtime.device, runtime.dtype)
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer)
     scaler = (torch.amp.GradScaler(runtime.device.type)
@@ -343,10 +435,18 @@ def fit(cfg: Config, quiet: bool = True) -> FitResult:
         best_loss = resume_state.get("best_loss", math.inf)
         bad_epochs = resume_state.get("bad_epochs", 0)
         run_dir = Path(cfg.log.run_dir) if cfg.log.run_dir else Path(cfg.train.resume).parent
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if runtime.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
     else:
-        run_dir = new_run_dir(cfg)
-    save_config(cfg, run_dir / "config.yaml")
+        run_dir = new_run_dir(cfg) if runtime.is_main else None
+    if world > 1:  # rank 0 named the folder; the others need the name only
+        import torch.distributed as dist
+
+        holder = [run_dir]
+        dist.broadcast_object_list(holder, src=0)
+        run_dir = Path(holder[0])
+    if runtime.is_main:
+        save_config(cfg, run_dir / "config.yaml")
 
     logger = TensorBoardLogger(run_dir, enabled=runtime.is_main)
     if resume_state is None:
@@ -374,11 +474,20 @@ def fit(cfg: Config, quiet: bool = True) -> FitResult:
             "bad_epochs": bad_epochs,
         }
 
+    # The epoch run_dir/last.pt holds, when known: resuming from it, or once this run wrote it.
+    resumed_in_place = resume_state is not None and (
+        Path(cfg.train.resume).resolve() == (run_dir / "last.pt").resolve())
+    saved_epoch = start_epoch if resumed_in_place else None
+
     def save(name: str, epoch: int) -> None:
+        nonlocal saved_epoch
         if runtime.is_main:
             save_checkpoint(state(epoch), run_dir / name)
+        if name == "last.pt":
+            saved_epoch = epoch
 
-    last_good = run_dir / "last.pt" if resume_state is not None else None
+    # Until this run writes last.pt, the checkpoint it resumed from is the last good one.
+    last_good = Path(cfg.train.resume) if resume_state is not None else None
     stopped_early = False
     bar = None
     if not quiet and runtime.is_main:
@@ -395,7 +504,8 @@ def fit(cfg: Config, quiet: bool = True) -> FitResult:
             train_loss, grad_norm = train_one_epoch(
                 train_model, optimizer, objective, X, y, batch_size=cfg.train.batch_size,
                 epoch_seed=cfg.train.seed * 1_000_003 + epoch, runtime=runtime,
-                grad_clip=cfg.train.grad_clip, scaler=scaler, on_step=count_step)
+                grad_clip=cfg.train.grad_clip, scaler=scaler, on_step=count_step,
+                n_global=n_global)
             if not math.isfinite(train_loss) or not _finite_params(model):
                 where = f"{last_good}" if last_good else "none was written yet"
                 raise TrainingError(
@@ -444,8 +554,11 @@ def fit(cfg: Config, quiet: bool = True) -> FitResult:
                     save("last.pt", epoch + 1)
                 break
     except KeyboardInterrupt:
-        # Keep what was learned: the state as of the last finished epoch's update.
-        save("last.pt", epoch)
+        # Keep what was learned. The model may be mid-epoch now: when last.pt already holds
+        # the last finished epoch, keep it, so that a resume replays whole epochs exactly.
+        finished = int(history[-1]["epoch"]) if history else start_epoch
+        if saved_epoch != finished:
+            save("last.pt", finished)
         logger.close()
         if bar is not None:
             bar.close()
