@@ -13,8 +13,14 @@ import torch
 from torch import Tensor, nn
 
 from logreg_torch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from logreg_torch.config import Config, config_from_dict, load_config, save_config
-from logreg_torch.data import Prepared, prepare
+from logreg_torch.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    load_config,
+    save_config,
+)
+from logreg_torch.data import Prepared, Stream, prepare, prepare_streaming, stream_batch
 from logreg_torch.fast import linear_bce_with_logits, split_head
 from logreg_torch.losses import (
     _check_range,
@@ -265,6 +271,77 @@ def _all_reduce_loss_and_grads(loss: Tensor, model: nn.Module) -> Tensor:
     return value
 
 
+def train_one_epoch_streaming(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    objective: Objective,
+    stream: Stream,
+    *,
+    batch_size: int | None,
+    epoch_seed: int,
+    runtime: Runtime,
+    grad_clip: float | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    on_step=None,
+) -> tuple[float, float]:
+    """``train_one_epoch`` for data that stays on disk: one chunk of rows in memory at a time.
+
+    A full batch (L-BFGS) accumulates the gradient chunk by chunk, so it optimizes exactly the
+    in-memory objective; under torchrun each rank reads every world_size-th chunk and the loss
+    and gradients are all-reduced. Minibatches are drawn within chunks taken in a seeded order.
+    """
+
+    def my_chunks(seed: int | None = None):
+        for i, rows in enumerate(stream.chunks(seed)):
+            if i % runtime.world_size == runtime.rank:
+                yield stream_batch(stream, rows, runtime.dtype, runtime.device)
+
+    if not (isinstance(optimizer, torch.optim.LBFGS) or batch_size is None):
+        total, n = 0.0, 0
+        for i, (Xc, yc) in enumerate(my_chunks(epoch_seed)):
+            loss, grad_norm = train_one_epoch(
+                model, optimizer, objective, Xc, yc, batch_size=batch_size,
+                epoch_seed=epoch_seed * 7919 + i, runtime=runtime, grad_clip=grad_clip,
+                scaler=scaler, on_step=on_step)
+            total, n = total + loss * len(Xc), n + len(Xc)
+        return total / max(n, 1), grad_norm
+
+    model.train()
+    world = runtime.world_size
+
+    def closure():
+        optimizer.zero_grad(set_to_none=True)
+        data_total = torch.zeros((), device=runtime.device, dtype=torch.float64)
+        for Xc, yc in my_chunks():
+            with _autocast(runtime):
+                data = objective.model_loss(model, Xc, yc) * (len(Xc) / stream.n_train)
+            data.backward()
+            data_total += data.detach().double()
+        penalty = objective.penalty(model)
+        if isinstance(penalty, Tensor):
+            (penalty / world).backward()  # counted once over all ranks
+            penalty = penalty.detach().double() / world
+        loss = data_total + penalty
+        if runtime.distributed:
+            import torch.distributed as dist
+
+            loss = _all_reduce_loss_and_grads(loss, model)
+            dist.all_reduce(data_total)
+        closure.data = data_total
+        return loss
+
+    if isinstance(optimizer, torch.optim.LBFGS):
+        optimizer.step(closure)  # the loss reported is that of its last evaluation
+    else:
+        closure()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+    if on_step is not None:
+        on_step()
+    return float(closure.data), _grad_norm(model)
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, X: Tensor, runtime: Runtime | None = None,
                    batch_size: int = 1 << 16) -> Tensor:
@@ -391,10 +468,22 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
     resume_state = None
     if cfg.train.resume:
         resume_state = load_checkpoint(cfg.train.resume)
-    data = prepare(cfg.data, cfg.train.seed, dtype=runtime.dtype)
-    n_global = len(data.train[0])
+    stream = None
+    if cfg.data.streaming:
+        if world > 1 and not full_batch:
+            raise ConfigError("data.streaming under torchrun needs a full batch (optim.name=lbfgs "
+                              "or train.batch_size=null): DDP minibatches need equal steps on "
+                              "every rank")
+        stream, data = prepare_streaming(cfg.data, cfg.train.seed, dtype=runtime.dtype)
+        n_global = stream.n_train
+        train_targets = torch.tensor(stream.y[stream.train], dtype=runtime.dtype)
+    else:
+        data = prepare(cfg.data, cfg.train.seed, dtype=runtime.dtype)
+        n_global = len(data.train[0])
+        train_targets = data.train[1]
     train_rows = data.train if world == 1 else _shard(data.train, rank, world, not full_batch)
     X, y = (t.to(runtime.device) for t in train_rows)
+    in_features = len(data.feature_names)
     if fast_path_applies(cfg) and full_batch:
         # Full batch on the fast path: store X column-major (each feature contiguous). Both
         # matrix-vector products then stream X at memory speed; row-major X makes torch.mv
@@ -403,7 +492,7 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
     Xv, yv = (t.to(runtime.device) for t in data.val)
     Xt, yt = (t.to(runtime.device) for t in data.test)
 
-    model = build_model(cfg.model.name, X.shape[1], cfg.model.hidden, cfg.model.dropout,
+    model = build_model(cfg.model.name, in_features, cfg.model.hidden, cfg.model.dropout,
                         cfg.model.bias).to(device=runtime.device, dtype=runtime.dtype)
     train_model = torch.compile(model) if cfg.train.compile else model  # same parameters
     if world > 1 and not full_batch:
@@ -413,7 +502,7 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
             train_model, device_ids=[runtime.device.index] if runtime.device.type == "cuda"
             else None)
     # pos_weight "balanced" from the whole training split, the same on every rank
-    objective = make_objective(cfg, data.train[1], runtime.device, runtime.dtype)
+    objective = make_objective(cfg, train_targets, runtime.device, runtime.dtype)
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer)
     scaler = (torch.amp.GradScaler(runtime.device.type)
@@ -422,7 +511,7 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
     start_epoch, step, history = 0, 0, []
     best_loss, bad_epochs = math.inf, 0
     if resume_state is not None:
-        _check_resume_fits(resume_state, cfg, data, X.shape[1])
+        _check_resume_fits(resume_state, cfg, data, in_features)
         model.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
         if scheduler is not None and resume_state.get("scheduler") is not None:
@@ -465,7 +554,7 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
             "step": step,
             "rng": rng_state(),
             "config": dataclasses.asdict(cfg),
-            "model_args": _model_args(cfg, X.shape[1]),
+            "model_args": _model_args(cfg, in_features),
             "preprocessing": data.preprocessing,
             "label_map": data.label_map,
             "feature_names": data.feature_names,
@@ -501,11 +590,15 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
                 nonlocal step
                 step += 1
 
-            train_loss, grad_norm = train_one_epoch(
-                train_model, optimizer, objective, X, y, batch_size=cfg.train.batch_size,
-                epoch_seed=cfg.train.seed * 1_000_003 + epoch, runtime=runtime,
-                grad_clip=cfg.train.grad_clip, scaler=scaler, on_step=count_step,
-                n_global=n_global)
+            epoch_args = dict(batch_size=cfg.train.batch_size,
+                              epoch_seed=cfg.train.seed * 1_000_003 + epoch, runtime=runtime,
+                              grad_clip=cfg.train.grad_clip, scaler=scaler, on_step=count_step)
+            if stream is not None:
+                train_loss, grad_norm = train_one_epoch_streaming(
+                    train_model, optimizer, objective, stream, **epoch_args)
+            else:
+                train_loss, grad_norm = train_one_epoch(
+                    train_model, optimizer, objective, X, y, n_global=n_global, **epoch_args)
             if not math.isfinite(train_loss) or not _finite_params(model):
                 where = f"{last_good}" if last_good else "none was written yet"
                 raise TrainingError(
