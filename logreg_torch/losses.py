@@ -166,14 +166,19 @@ def _chunked_sum(kernel, x: Tensor, y: Tensor, extra: Tensor | None, weight: Ten
         step = max(1, _CHUNK // max(1, math.prod(x1.shape[1:])))
 
     def pieces(t: Tensor | None):
-        # split() makes all the views in one call; per-op dispatch is a real cost here.
-        return itertools.repeat(None) if t is None else t.expand(x1.shape).split(step)
+        # split() makes all the views in one call; per-op dispatch is a real cost here, so a
+        # single chunk (the usual minibatch) skips it.
+        if t is None:
+            return itertools.repeat(None)
+        if t.shape != x1.shape:
+            t = t.expand(x1.shape)
+        return (t,) if step >= rows else t.split(step)
 
     def cast(t: Tensor | None) -> Tensor | None:
         return t if t is None or t.dtype == cdtype else t.to(cdtype)
 
     partials = []
-    for xc, yc, ec, wc, gc in zip(x1.split(step), pieces(y), pieces(extra), pieces(weight),
+    for xc, yc, ec, wc, gc in zip(pieces(x1), pieces(y), pieces(extra), pieces(weight),
                                   pieces(grad), strict=False):
         _check_chunk(checks, xc, yc)
         xc, yc, ec, wc = cast(xc), cast(yc), cast(ec), cast(wc)
@@ -196,7 +201,9 @@ def _chunked_sum(kernel, x: Tensor, y: Tensor, extra: Tensor | None, weight: Ten
         total = partials[0]
     else:
         total = torch.stack(partials).sum(dtype=torch.float64).to(cdtype)
-    return total, (None if grad is None else grad.view(x.shape))
+    if grad is not None and grad.dim() != x.dim():
+        grad = grad.view(x.shape)
+    return total, grad
 
 
 def _unbroadcast(grad: Tensor, like: Tensor) -> Tensor:
