@@ -514,6 +514,8 @@ class Stream:
             if hi > lo:
                 parts.append(np.asarray(shard[rows[lo:hi] - self.offsets[i]], np.float64))
         width = self.shards[0].shape[1]
+        if len(parts) == 1:  # no concatenate copy: the fancy-indexed read is already ours
+            return parts[0]
         return np.concatenate(parts) if parts else np.empty((0, width))
 
     def chunks(self, seed: int | None = None):
@@ -573,6 +575,13 @@ def fit_standardizer_streaming(stream_rows, width: int) -> dict[str, list[float]
     return {"mean": mean.tolist(), "std": std.tolist()}
 
 
+def _standardize_inplace(X: np.ndarray, stats: dict) -> np.ndarray:
+    """apply_standardizer's values on a float64 array we own, without two more copies."""
+    X -= np.asarray(stats["mean"], np.float64)
+    X /= np.asarray(stats["std"], np.float64)
+    return X
+
+
 def prepare_streaming(cfg: DataConfig, seed: int,
                       dtype: torch.dtype = torch.float32) -> tuple[Stream, Prepared]:
     """Like ``prepare`` for ``data.streaming: true``: the training rows stay on disk (a
@@ -608,8 +617,14 @@ def prepare_streaming(cfg: DataConfig, seed: int,
         stream.stats = {"mean": [0.0] * width, "std": [1.0] * width}
 
     def tensors(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        X = apply_standardizer(checked(rows), stream.stats) if len(rows) else np.empty((0, width))
-        return torch.tensor(X, dtype=dtype), torch.tensor(y01[rows], dtype=dtype)
+        # Filled a chunk at a time: float64 copies of all the rows (read, then standardized)
+        # would cost four times the fp32 tensor, as much as the whole X.npy for 20% val rows.
+        X = torch.empty((len(rows), width), dtype=dtype)
+        for s in range(0, len(rows), cfg.chunk_size):
+            part = rows[s:s + cfg.chunk_size]
+            X[s:s + len(part)] = torch.from_numpy(_standardize_inplace(checked(part),
+                                                                       stream.stats))
+        return X, torch.tensor(y01[rows], dtype=dtype)
 
     empty = (torch.empty((0, width), dtype=dtype), torch.empty(0, dtype=dtype))
     prepared = Prepared(empty, tensors(val), tensors(test), [f"x{j}" for j in range(width)],
@@ -621,6 +636,6 @@ def prepare_streaming(cfg: DataConfig, seed: int,
 def stream_batch(stream: Stream, rows: np.ndarray, dtype: torch.dtype,
                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """One chunk of training rows, standardized, as tensors on the device."""
-    X = apply_standardizer(stream.take(rows), stream.stats)
+    X = _standardize_inplace(stream.take(rows), stream.stats)
     return (torch.tensor(X, dtype=dtype).to(device),
             torch.tensor(stream.y[rows], dtype=dtype).to(device))

@@ -658,6 +658,9 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
         raise KeyboardInterrupt(
             f"interrupted; resume with: logreg-torch train {run_dir / 'config.yaml'} "
             f"train.resume={run_dir / 'last.pt'}") from None
+    except Exception:
+        logger.close()  # flush what was logged up to the failure
+        raise
     finally:
         if bar is not None:
             bar.close()

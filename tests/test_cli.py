@@ -1,0 +1,297 @@
+"""``logreg-torch`` commands, run in-process through ``cli.main`` (and the entry points once each
+in a subprocess). User errors: exit code 2, one ``error:`` line on stderr, no traceback."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import logreg_torch.train as train_module
+from logreg_torch import cli
+from logreg_torch.checkpoint import load_checkpoint
+from logreg_torch.config import load_config
+from logreg_torch.data import DATASETS_DIR, read_features_csv
+from logreg_torch.train import model_from_checkpoint, predict_proba
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = REPO / "configs" / "default.yaml"
+JACKETS = DATASETS_DIR / "jackets.csv"
+FAST = ("train.epochs=3", "log.histogram_every=0")
+
+
+@pytest.fixture(autouse=True)
+def no_figures(monkeypatch) -> None:
+    # End-of-run matplotlib figures are most of a tiny run's time; tests/test_tracking_run.py
+    # covers them.
+    monkeypatch.setattr("logreg_torch.tracking.figures_available", lambda: False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """One jackets run made by ``train``: 3 epochs, val split 0.2 (200 rows)."""
+    path = tmp_path_factory.mktemp("cli") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("logreg_torch.tracking.figures_available", lambda: False)
+        assert cli.main(["train", str(DEFAULT), *FAST, f"log.run_dir={path}", "--quiet"]) == 0
+    return path
+
+
+def one_error_line(capsys) -> str:
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip("\n").splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def jackets_rows(n: int) -> tuple[list[str], list[list[str]]]:
+    with open(JACKETS, newline="") as f:
+        header, *rows = list(csv.reader(f))
+    return header, rows[:n]
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def test_train_with_overrides(run_dir) -> None:
+    state = load_checkpoint(run_dir / "last.pt")
+    assert state["epoch"] == 3
+    assert state["config"]["train"]["epochs"] == 3
+    assert load_config(run_dir / "config.yaml") == load_config(
+        DEFAULT, [*FAST, f"log.run_dir={run_dir}"])
+
+
+def test_train_overrides_after_the_flag_and_a_summary(tmp_path, capsys) -> None:
+    code = cli.main(["train", str(DEFAULT), "--quiet", "train.epochs=1",
+                     f"log.run_dir={tmp_path / 'q'}", "log.histogram_every=0"])
+    assert code == 0
+    assert load_checkpoint(tmp_path / "q" / "last.pt")["epoch"] == 1
+    assert capsys.readouterr() == ("", "")  # --quiet: no summary, no progress bar
+
+    assert cli.main(["train", str(DEFAULT), "train.epochs=1", f"log.run_dir={tmp_path / 'v'}",
+                     "log.histogram_every=0"]) == 0
+    out, err = capsys.readouterr()
+    assert "train: 100%" in err  # the progress bar
+    assert "trained 1 epoch(s)" in out
+    assert "validation metrics:" in out and "accuracy" in out
+    assert f"run folder: {tmp_path / 'v'}" in out
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_prints_a_table(run_dir, capsys) -> None:
+    assert cli.main(["evaluate", str(run_dir / "last.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "on val split (200 rows)" in out
+    rows = dict(line.split() for line in out.splitlines()[3:])
+    assert set(rows) >= {"loss", "accuracy", "roc_auc", "f1"}
+    assert 0.5 < float(rows["accuracy"]) <= 1
+
+
+def test_evaluate_json_matches_the_run(run_dir, capsys) -> None:
+    assert cli.main(["evaluate", str(run_dir / "last.pt"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["data"] == "val split" and report["n"] == 200
+    # The same split and model as the last epoch of training.
+    last = load_checkpoint(run_dir / "last.pt")["history"][-1]
+    for key in ("loss", "accuracy", "roc_auc"):
+        assert report[key] == pytest.approx(last[f"val/{key}"], rel=1e-6)
+
+
+def test_evaluate_on_a_csv(run_dir, tmp_path, capsys) -> None:
+    header, rows = jackets_rows(50)
+    data = write_csv(tmp_path / "some.csv", header, rows)
+    assert cli.main(["evaluate", str(run_dir / "last.pt"), "--data", str(data), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["data"] == str(data) and report["n"] == 50
+
+    # Accuracy by hand from predict's probabilities on the same rows.
+    state = load_checkpoint(run_dir / "last.pt")
+    X, _ = read_features_csv(data, state["feature_names"], state["preprocessing"])
+    probs = predict_proba(model_from_checkpoint(state), torch.tensor(X, dtype=torch.float32))
+    t = header.index("purchase")
+    correct = sum((p >= 0.5) == (row[t] == "jacket") for p, row in zip(probs.tolist(), rows,
+                                                                      strict=True))
+    assert report["accuracy"] == pytest.approx(correct / 50)
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def test_predict_writes_probabilities_and_original_labels(run_dir, tmp_path, capsys) -> None:
+    header, rows = jackets_rows(40)
+    features = [h for h in header if h != "purchase"]
+    # Columns in another order, no target: predict selects the model's columns by name.
+    reordered = list(reversed(features))
+    data = write_csv(tmp_path / "input.csv", reordered,
+                     [[row[header.index(c)] for c in reordered] for row in rows])
+    out = tmp_path / "out" / "pred.csv"
+    assert cli.main(["predict", str(run_dir / "last.pt"), str(data), "--output", str(out)]) == 0
+    assert f"wrote 40 predictions to {out}" in capsys.readouterr().out
+
+    with open(out, newline="") as f:
+        written = list(csv.DictReader(f))
+    assert len(written) == 40
+    assert list(written[0]) == [*reordered, "probability", "prediction"]
+    state = load_checkpoint(run_dir / "last.pt")
+    X, _ = read_features_csv(data, state["feature_names"], state["preprocessing"])
+    probs = predict_proba(model_from_checkpoint(state), torch.tensor(X, dtype=torch.float32))
+    for row, p in zip(written, probs.tolist(), strict=True):
+        assert float(row["probability"]) == pytest.approx(p, abs=1e-6)
+        assert row["prediction"] == ("jacket" if p >= 0.5 else "cardigan")
+    assert {row["prediction"] for row in written} == {"jacket", "cardigan"}
+    # The input's own columns pass through unchanged.
+    assert [row[reordered[0]] for row in written] == [r[header.index(reordered[0])]
+                                                     for r in rows]
+
+
+def test_predict_threshold(run_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "all.csv"
+    assert cli.main(["predict", str(run_dir / "last.pt"), str(JACKETS), "-o", str(out),
+                     "--threshold", "0"]) == 0
+    with open(out, newline="") as f:
+        assert {row["prediction"] for row in csv.DictReader(f)} == {"jacket"}
+
+
+# ----------------------------------------------------------------------------- config, explain
+
+
+def test_config_prints_the_resolved_yaml(capsys) -> None:
+    assert cli.main(["config", str(DEFAULT), "optim.lr=0.25", "model.hidden=[4,2]"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["optim"]["lr"] == 0.25
+    assert printed["model"]["hidden"] == [4, 2]
+    assert printed["train"]["epochs"] == 20  # from the file
+    assert printed["loss"]["l2"] == 0.0  # a default the file does not set
+    import dataclasses
+
+    assert printed == dataclasses.asdict(load_config(DEFAULT, ["optim.lr=0.25",
+                                                               "model.hidden=[4,2]"]))
+
+
+def test_explain(capsys) -> None:
+    assert cli.main(["explain"]) == 0
+    assert "Log loss, step by step" in capsys.readouterr().out
+    assert cli.main(["explain", "--probs", "0.9,0.2", "--labels", "1,0"]) == 0
+    out = capsys.readouterr().out
+    expected = -(math.log(0.9) + math.log(0.8)) / 2
+    assert f"{expected:.6f}" in out
+
+
+# ----------------------------------------------------------------------------- user errors
+
+
+@pytest.fixture
+def files(run_dir, tmp_path) -> dict[str, Path]:
+    corrupted = tmp_path / "corrupted.pt"
+    corrupted.write_bytes(os.urandom(4096))
+    header, rows = jackets_rows(5)
+    lacking = write_csv(tmp_path / "lacking.csv", header[1:], [row[1:] for row in rows])
+    return {"ckpt": run_dir / "last.pt", "corrupted": corrupted, "lacking": lacking,
+            "folder": tmp_path, "missing": tmp_path / "missing"}
+
+
+ERRORS = {
+    "unknown config key": (["train", "{default}", "optim.lrr=0.1"], "unknown key 'optim.lrr'"),
+    "bad override": (["train", "{default}", "optim.lr"], "override 'optim.lr' has no '='"),
+    "bad override value": (["train", "{default}", "optim.lr=abc"], "optim.lr must be a number"),
+    "missing config": (["train", "{missing}.yaml"], "not found"),
+    "missing data file": (["train", "{default}", "data.source=csv", "data.path={missing}.csv",
+                           "data.target=y"], "file not found"),
+    "missing checkpoint": (["evaluate", "{missing}.pt"], "does not exist"),
+    "folder as checkpoint": (["evaluate", "{folder}"], "is a folder"),
+    "corrupted checkpoint": (["evaluate", "{corrupted}"], "corrupted"),
+    "missing --data": (["evaluate", "{ckpt}", "--data", "{missing}.csv"], "file not found"),
+    "predict lacking a column": (["predict", "{ckpt}", "{lacking}", "-o", "{folder}/o.csv"],
+                                 "missing column(s) 'age'"),
+    "threshold 2": (["predict", "{ckpt}", str(JACKETS), "-o", "{folder}/o.csv", "--threshold",
+                     "2"], "--threshold must be in [0, 1]"),
+    "explain bad probs": (["explain", "--probs", "0.5,x", "--labels", "1,0"], "not a number"),
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_user_errors_are_one_line_and_exit_2(case, files, tmp_path, monkeypatch,
+                                             capsys) -> None:
+    monkeypatch.chdir(tmp_path)  # a train that wrongly got going would write here, not in the repo
+    argv, expected = ERRORS[case]
+    argv = [a.format(default=DEFAULT, **files) for a in argv]
+    assert cli.main(argv) == 2
+    line = one_error_line(capsys)
+    assert expected in line
+    assert not (tmp_path / "runs").exists()
+    assert not (files["folder"] / "o.csv").exists()
+
+
+def test_corrupted_checkpoint_message_does_not_suggest_unsafe_loading(files, capsys) -> None:
+    assert cli.main(["evaluate", str(files["corrupted"])]) == 2
+    line = one_error_line(capsys)
+    assert str(files["corrupted"]) in line
+    assert "weights_only" not in line
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+
+
+def test_ctrl_c_returns_130_and_says_how_to_resume(tmp_path, monkeypatch, capsys) -> None:
+    real, calls = train_module.train_one_epoch, {"n": 0}
+
+    def train_one_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_one_epoch", train_one_epoch)
+    run = tmp_path / "run"
+    argv = ["train", str(DEFAULT), "train.epochs=5", f"log.run_dir={run}", "--quiet"]
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert f"train.resume={run / 'last.pt'}" in err and "Traceback" not in err
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+
+    # The printed command finishes the run.
+    monkeypatch.undo()
+    command = err.split("resume with: ", 1)[1].split()
+    assert command[:2] == ["logreg-torch", "train"]
+    assert cli.main([*command[1:], "--quiet"]) == 0
+    assert load_checkpoint(run / "last.pt")["epoch"] == 5
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def test_console_script_help() -> None:
+    script = Path(sys.executable).with_name("logreg-torch")
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    for command in ("train", "evaluate", "predict", "config", "explain"):
+        assert command in done.stdout
+
+
+def test_python_dash_m_config() -> None:
+    done = subprocess.run([sys.executable, "-m", "logreg_torch", "config",
+                           "configs/default.yaml"], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert yaml.safe_load(done.stdout)["log"]["name"] == "default"
