@@ -47,7 +47,9 @@ class _LinearBCEWithLogits(torch.autograd.Function):
             yb = targets[start:start + step]
             z = torch.mv(xb, w) if bias is None else torch.addmv(bias, xb, w)
             gz = torch.empty_like(z)
-            loss = _bcel_chunk(z, yb, pos_weight, gz)
+            pwb = pos_weight if pos_weight is None or pos_weight.dim() == 0 else pos_weight[
+                start:start + step]
+            loss = _bcel_chunk(z, yb, pwb, gz)
             total += loss.sum()
             gz.mul_(scale)
             if want_w:
@@ -78,6 +80,18 @@ def linear_bce_with_logits(features: Tensor, head: nn.Linear, targets: Tensor,
     """Mean BCE-with-logits of ``head(features).squeeze(-1)`` against ``targets``, fused."""
     if head.out_features != 1 or features.dim() != 2 or len(features) == 0:
         raise ValueError("the fused path needs a non-empty (N, D) input and a Linear(D, 1) head")
+    n = len(features)
+    if targets.shape != (n,):
+        raise ValueError(f"targets of shape {tuple(targets.shape)} must be ({n},), one per row")
+    if targets.dtype != head.weight.dtype:
+        raise RuntimeError(f"targets dtype {targets.dtype} does not match the model's "
+                           f"{head.weight.dtype}")
+    if pos_weight is not None:
+        if pos_weight.numel() == 1:
+            pos_weight = pos_weight.reshape(())
+        elif pos_weight.shape != (n,):
+            raise ValueError(f"pos_weight of shape {tuple(pos_weight.shape)} must be a scalar "
+                             f"or ({n},)")
     return _LinearBCEWithLogits.apply(features, head.weight, head.bias, targets, pos_weight,
                                       check_range)
 
