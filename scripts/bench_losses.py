@@ -77,7 +77,8 @@ def main() -> None:
             for n in args.sizes:
                 ours, theirs = bench(kind, n, device, args.repeat)
                 target = TARGETS.get((kind, n)) if device.type == "cpu" else None
-                mark = "" if target is None else f"<= {target} {'ok' if ours / theirs <= target else 'MISSED'}"
+                ok = target is not None and ours / theirs <= target
+                mark = "" if target is None else f"<= {target} {'ok' if ok else 'MISSED'}"
                 print(f"{device.type:6} {kind:7} {n:>9.0e} {ours * 1e3:>9.3f} {theirs * 1e3:>9.3f} "
                       f"{ours / theirs:>6.2f} {mark}")
 
