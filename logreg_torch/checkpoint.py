@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,15 @@ def _umask() -> int:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+    """Write ``state`` to ``path`` atomically. A failed write (a full disk, say) raises
+    CheckpointError and leaves the file that was at ``path`` as it was."""
+    try:
+        atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+    except OSError as e:
+        code = errno.errorcode.get(e.errno or 0)
+        reason = f"{e.strerror} ({code})" if e.strerror and code else str(e)
+        raise CheckpointError(f"cannot write checkpoint {path}: {reason}; the file there "
+                              f"before, if any, is unchanged") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -58,6 +68,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
+        _verify_crcs(path)
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated, corrupted, or not a torch file at all
         # torch prefixes unpickling errors with advice to retry with weights_only=False, unsafe
@@ -72,3 +83,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
     return state
+
+
+def _verify_crcs(path: Path) -> None:
+    """Read every record of the zip archive, so that zipfile checks its CRC-32.
+
+    torch.load does not: a flipped byte inside a tensor would load as a silently wrong weight
+    (or RNG state). Records with CRC 0 were written with torch's CRC computation switched off
+    (torch.serialization.set_crc32_options(False)) and cannot be checked.
+    """
+    if not zipfile.is_zipfile(path):
+        return  # truncated, the legacy format or not a torch file: torch.load tells which
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.CRC == 0 and info.file_size:
+                continue
+            with archive.open(info) as f:
+                while f.read(1 << 20):
+                    pass

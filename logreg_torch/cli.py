@@ -139,6 +139,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold must be in [0, 1], got {args.threshold}")
+    if Path(args.output).is_dir():
+        raise UsageError(f"--output {args.output} is a folder; pass a file name such as "
+                         f"{Path(args.output) / 'predictions.csv'}")
     state, model = _load(args.checkpoint)
     X, rows = read_features_csv(args.input, state["feature_names"], state["preprocessing"])
     dtype = next(model.parameters()).dtype
@@ -150,8 +153,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     writer.writerow([*header, "probability", "prediction"])
     for row, p in zip(rows, probs, strict=True):
         writer.writerow([*row, f"{p:.6f}", by_class[int(p >= args.threshold)]])
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.output, lambda f: f.write(buf.getvalue().encode("utf-8")))
+    try:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(args.output, lambda f: f.write(buf.getvalue().encode("utf-8")))
+    except OSError as e:  # a full disk, no permission, a file where a folder should be
+        where = f" ({e.filename})" if e.filename else ""
+        raise UsageError(f"cannot write --output {args.output}: {e.strerror or e}{where}") from None
     print(f"wrote {len(rows)} predictions to {args.output}")
     return 0
 
@@ -185,8 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # stops a positional list at the first flag, so gather the rest here.
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
-            args.overrides += extra
+        flags = [e for e in extra if e.startswith("-")]
+        if hasattr(args, "overrides") and all("=" in e for e in flags):
+            if flags:  # --optim.lr=0.1, as other tools spell their overrides
+                print(f"error: override {flags[0]!r} starts with '-'; write overrides as "
+                      f"key=value without dashes, e.g. {flags[0].lstrip('-')}", file=sys.stderr)
+                return 2
+            args.overrides += extra  # load_config names any that is not key=value
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:

@@ -215,7 +215,8 @@ def train_one_epoch(
     share = n / n_global if sharded and n_global else 1.0
     total = torch.zeros((), device=X.device, dtype=torch.float64)
     for idx in batches:
-        xb, yb = (X, y) if idx is None else (X[idx], y[idx])
+        # index_select: a row gather, several times faster than X[idx] for a batch of rows
+        xb, yb = (X, y) if idx is None else (X.index_select(0, idx), y.index_select(0, idx))
 
         def closure(xb=xb, yb=yb):
             optimizer.zero_grad(set_to_none=True)
@@ -421,6 +422,9 @@ def fit(cfg: Config, quiet: bool = True) -> FitResult:
     Under torchrun (WORLD_SIZE > 1) every rank runs this: it joins the process group, trains on
     its shard, and only rank 0 writes events and checkpoints.
     """
+    # A Config built in code has not been through load_config's checks: run them before any
+    # folder is made, so that a bad value fails here and not deep inside the loss.
+    config_from_dict(dataclasses.asdict(cfg), source="the config given to fit")
     rank, world = init_distributed(cfg.train.device, cfg.train.dist_backend,
                                    cfg.train.dist_timeout)
     try:
@@ -571,7 +575,12 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
     def save(name: str, epoch: int) -> None:
         nonlocal saved_epoch
         if runtime.is_main:
-            save_checkpoint(state(epoch), run_dir / name)
+            try:
+                save_checkpoint(state(epoch), run_dir / name)
+            except CheckpointError as e:  # a full disk, say: going on would lose more epochs
+                good = last_good or "none was written yet"
+                raise TrainingError(f"{e}; training stopped at epoch {epoch}; last good "
+                                    f"checkpoint: {good}") from None
         if name == "last.pt":
             saved_epoch = epoch
 
