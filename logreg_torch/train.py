@@ -17,6 +17,7 @@ from logreg_torch.config import (
     Config,
     ConfigError,
     config_from_dict,
+    config_to_yaml,
     load_config,
     save_config,
 )
@@ -211,7 +212,10 @@ def train_one_epoch(
         batches = list(perm.split(batch_size))
     # Global mean loss = sum over ranks of (local mean * n_local / n_global); its gradient is
     # the sum of the local gradients. The penalty is shared out so that it is counted once.
-    sharded = runtime.distributed and full_batch
+    # (Under DDP, which already averages gradients in backward, a shard smaller than one
+    # batch must not be all-reduced a second time here.)
+    sharded = runtime.distributed and full_batch and not isinstance(
+        model, nn.parallel.DistributedDataParallel)
     share = n / n_global if sharded and n_global else 1.0
     total = torch.zeros((), device=X.device, dtype=torch.float64)
     for idx in batches:
@@ -543,8 +547,6 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
 
     logger = TensorBoardLogger(run_dir, enabled=runtime.is_main)
     if resume_state is None:
-        from logreg_torch.config import config_to_yaml
-
         logger.log_custom_scalars_layout()
         logger.log_text("config", "```\n" + config_to_yaml(cfg) + "\n```")
 
