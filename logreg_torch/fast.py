@@ -3,9 +3,10 @@
 Logistic regression is memory-bound: a full-batch gradient needs ``z = X w + b`` and
 ``X^T (sigmoid(z) - y)``. Done as separate ops, X is read from memory twice and every
 N-sized intermediate is written out and read back. Here both products run block by block:
-a block of rows is read once, and while it is still in cache the loss, dL/dz and that
-block's share of dL/dw are computed (the style of fused linear-cross-entropy kernels). Only the
-D-sized gradients are kept for backward.
+a block of rows is read once, and while it is still in cache dL/dz and that block's share of
+dL/dw are computed (the style of fused linear-cross-entropy kernels). The loss value itself
+comes from the logits afterwards. Only the D-sized gradients (and dL/dz when the features need
+a gradient) are kept for backward.
 
 It is an ordinary ``torch.autograd.Function`` on (features, weight, bias, targets): any model
 whose last layer is ``nn.Linear(in, 1)`` can use it for that layer (the MLP does), and it gives
@@ -15,15 +16,78 @@ the same values and gradients as ``F.linear`` followed by ``binary_cross_entropy
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from logreg_torch.losses import _bcel_chunk, _check_range
+from logreg_torch.losses import _bcel_chunk, _check_range, _chunked_sum, _scratch
 
 # Rows per block: a block of a 100-feature float32 matrix is ~6 MB, in the last-level cache,
 # so the second product reads it from cache; large enough that Python overhead is small.
 BLOCK_ROWS = 16384
+
+# BLAS runs a matrix-vector product of one block on one core, and each elementwise op on a
+# block is below torch's threshold for splitting work across threads; so blocks go to a pool
+# of torch.get_num_threads() threads (torch ops release the GIL), each with its own share of
+# X^T g. Created on first use.
+_POOL: ThreadPoolExecutor | None = None
+# (process id, workers) of _POOL: a forked child inherits the pool object but not its
+# threads, so it must make its own.
+_POOL_KEY = (0, 0)
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    global _POOL, _POOL_KEY
+    key = (os.getpid(), workers)
+    if _POOL is None or key != _POOL_KEY:
+        if _POOL is not None and key[0] == _POOL_KEY[0]:
+            _POOL.shutdown(wait=False)  # the thread count changed: let the old threads go
+        _POOL = ThreadPoolExecutor(workers, thread_name_prefix="logreg_torch-fused")
+        _POOL_KEY = key
+    return _POOL
+
+
+def _blocks(starts: list[int], step: int, features: Tensor, w: Tensor, bias: Tensor | None,
+            targets: Tensor, pos_weight: Tensor | None, logits: Tensor, grad_z: Tensor,
+            want_w: bool) -> Tensor | None:
+    """For each block of rows: logits, n * dL/dz (into the given N-sized tensors) and the
+    block's share of n * dL/dw, summed over the blocks and returned."""
+    grad_w = torch.zeros_like(w) if want_w else None
+    with torch.no_grad():  # grad mode is per thread; a pool thread starts with it on
+        for start in starts:
+            rows = slice(start, start + step)
+            xb, zb, gb, yb = features[rows], logits[rows], grad_z[rows], targets[rows]
+            if bias is None:
+                torch.mv(xb, w, out=zb)
+            else:
+                torch.addmv(bias, xb, w, out=zb)
+            torch.sigmoid(zb, out=gb)
+            if pos_weight is None:
+                gb.sub_(yb)
+            else:  # (pw*y + 1 - y) * sigmoid(z) - pw*y
+                pwy = (pos_weight if pos_weight.dim() == 0 else pos_weight[rows]) * yb
+                gb.mul_(torch.add(pwy, 1).sub_(yb)).sub_(pwy)
+            if want_w:
+                grad_w.addmv_(xb.t(), gb)  # xb is still in cache: the second "read" is cheap
+    return grad_w
+
+
+def _one_block(features: Tensor, w: Tensor, bias: Tensor | None, targets: Tensor,
+               pos_weight: Tensor | None, logits: Tensor, grad_z: Tensor, want_w: bool,
+               in_range: bool) -> tuple[Tensor, Tensor | None]:
+    """All rows at once: (loss sum, n * dL/dw), with n * dL/dz written into ``grad_z``."""
+    with torch.no_grad():
+        if bias is None:
+            torch.mv(features, w, out=logits)
+        else:
+            torch.addmv(bias, features, w, out=logits)
+        scratch = None if features.is_cuda else [b[:len(logits)] for b in
+                                                 _scratch(len(logits), logits.dtype)]
+        total = _bcel_chunk(logits, targets, pos_weight, None, grad_z, 1.0, scratch, in_range)
+        return total, torch.mv(features.t(), grad_z) if want_w else None
 
 
 class _LinearBCEWithLogits(torch.autograd.Function):
@@ -34,32 +98,39 @@ class _LinearBCEWithLogits(torch.autograd.Function):
         want_w = ctx.needs_input_grad[1]
         want_b = bias is not None and ctx.needs_input_grad[2]
         want_x = ctx.needs_input_grad[0]
-        grad_w = torch.zeros_like(w) if want_w else None
-        grad_b = torch.zeros((), dtype=w.dtype, device=w.device) if want_b else None
-        grad_z = torch.empty(n, dtype=w.dtype, device=w.device) if want_x else None
-        total = torch.zeros((), dtype=torch.float64, device=w.device)
-        scale = 1.0 / max(n, 1)
+        fn = "binary_cross_entropy_with_logits"
         if check_range:
-            _check_range(targets, "target", "binary_cross_entropy_with_logits")
+            _check_range(targets, "target", fn)
+        logits = torch.empty(n, dtype=w.dtype, device=w.device)
+        grad_z = torch.empty_like(logits)  # n * dL/dz
         step = n if features.is_cuda else BLOCK_ROWS
-        for start in range(0, n, step):
-            xb = features[start:start + step]
-            yb = targets[start:start + step]
-            z = torch.mv(xb, w) if bias is None else torch.addmv(bias, xb, w)
-            gz = torch.empty_like(z)
-            pwb = pos_weight if pos_weight is None or pos_weight.dim() == 0 else pos_weight[
-                start:start + step]
-            loss = _bcel_chunk(z, yb, pwb, gz)
-            total += loss.sum()
-            gz.mul_(scale)
-            if want_w:
-                grad_w.addmv_(xb.t(), gz)  # xb is still in cache: the second "read" is cheap
-            if want_b:
-                grad_b += gz.sum()
-            if want_x:
-                grad_z[start:start + step] = gz
-        ctx.save_for_backward(grad_w, grad_b, grad_z, weight)
-        return (total * scale).to(w.dtype)  # 0/0 would need n == 0; callers never pass that
+        starts = list(range(0, n, step))
+        workers = min(torch.get_num_threads(), len(starts))
+        if len(starts) == 1:  # a minibatch: the loss kernel gives loss and dL/dz together
+            total, grad_w = _one_block(features, w, bias, targets, pos_weight, logits, grad_z,
+                                       want_w, check_range)
+        else:
+            # Only what X^T g needs runs between the two products of a block, so that the
+            # block is still in cache for the second: z, then sigmoid(z) - y.
+            args = (step, features, w, bias, targets, pos_weight, logits, grad_z, want_w)
+            if workers > 1 and not torch.is_autocast_enabled(features.device.type):
+                parts = [_pool(workers).submit(_blocks, starts[k::workers], *args)
+                         for k in range(workers)]
+                partials = [part.result() for part in parts]  # in a fixed order: deterministic
+                grad_w = torch.stack(partials).sum(0) if want_w else None
+            else:
+                grad_w = _blocks(starts, *args)
+            # The loss value needs no second pass over X: it is computed from the logits, by
+            # the loss module's chunked kernel (accurate in both tails).
+            total, _ = _chunked_sum(_bcel_chunk, logits, targets, pos_weight, None, None,
+                                    (fn, False, False, check_range))
+        scale = 1.0 / max(n, 1)
+        grad_b = grad_z.sum() * scale if want_b else None
+        if want_w:
+            grad_w.mul_(scale)
+        ctx.scale = scale
+        ctx.save_for_backward(grad_w, grad_b, grad_z if want_x else None, weight)
+        return (total * scale).to(w.dtype)  # n == 0 never reaches here (see the wrapper)
 
     @staticmethod
     @once_differentiable
@@ -67,7 +138,7 @@ class _LinearBCEWithLogits(torch.autograd.Function):
         grad_w, grad_b, grad_z, weight = ctx.saved_tensors
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = torch.outer(grad_z * grad_out, weight[0])
+            gx = torch.outer(grad_z * (grad_out * ctx.scale), weight[0])
         if ctx.needs_input_grad[1]:
             gw = (grad_w * grad_out).unsqueeze(0)
         if ctx.needs_input_grad[2]:

@@ -9,7 +9,8 @@ Beyond torch:
 - the probability version runs under ``torch.autocast`` (computes and returns float32);
 - ``label_smoothing`` as Keras defines it: targets become ``y * (1 - eps) + eps / 2``;
 - the logits version also rejects targets outside [0, 1]; ``check_range=False`` skips the range
-  checks of both versions (one read of each tensor and a host sync) for speed;
+  checks of both versions (one read of each tensor and a host sync; in the logits version the
+  check also lets 0/1 targets take a shorter kernel, so there it saves nothing);
 - gradients w.r.t. ``weight`` and ``pos_weight`` (torch raises "not differentiable").
 
 Deliberate difference: at p = 0 or p = 1 exactly, torch's gradient w.r.t. the *target* is +-inf
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +43,15 @@ _EPS = 9.999999960041972e-13
 # Mean/sum are computed over chunks of this many elements: each chunk's temporaries stay in
 # cache and reuse freed heap memory, instead of a dozen full-size tensors, each paying page
 # faults for fresh memory (the dominant cost of eager elementwise code at 1e7 elements).
-_CHUNK = 1 << 18
+_CHUNK = 1 << 19
+# log_sigmoid_forward(v) returns log(sigmoid(v)) and, on CPU, exp(-|v|) as a by-product;
+# log_sigmoid_backward turns that by-product into a sigmoid with one division. Together they
+# give the logits loss and its gradient from one exp and one log1p per element (see _bcel_chunk).
+_LOG_SIGMOID = torch.ops.aten.log_sigmoid_forward.output
+_LOG_SIGMOID_GRAD = torch.ops.aten.log_sigmoid_backward.grad_input
+# Chunk-sized scratch tensors reused across calls, one set per thread: fresh memory for each
+# call costs page faults comparable to the arithmetic itself.
+_SCRATCH = threading.local()
 
 
 # Elementwise formulas. Out of place and built from differentiable ops, so that autograd can
@@ -94,30 +104,107 @@ def _bcel_grad_target(x: Tensor, pos_weight: Tensor | None) -> Tensor:
 
 # The same formulas for one chunk of the fused mean/sum path. They run inside
 # Function.forward (no autograd), so they work in place on their own temporaries: fewer
-# allocations and passes over memory. Same arithmetic, same order, as the functions above.
+# allocations and passes over memory. Each returns the chunk's weighted loss sum and, when
+# ``grad`` is given, writes d(loss)/dx times ``scale`` into it. ``scratch`` is None or three
+# tensors shaped like x that the kernel may overwrite; ``in_range`` says the targets are known
+# to lie in [0, 1].
 
 
-def _bce_chunk(p: Tensor, y: Tensor, _: None, grad: Tensor | None) -> Tensor:
+def _weighted_sum(loss: Tensor, grad: Tensor | None, weight: Tensor | None) -> Tensor:
+    if weight is not None:
+        loss = loss.mul_(weight)
+        if grad is not None:
+            grad.mul_(weight)
+    return loss.sum()
+
+
+def _bce_chunk(p: Tensor, y: Tensor, _: None, weight: Tensor | None, grad: Tensor | None,
+               scale: float, scratch: list[Tensor] | None, in_range: bool) -> Tensor:
+    # Same arithmetic, same order, as _bce_loss and _bce_grad_input.
     log_1mp = torch.neg(p).log1p_().clamp_min_(_LOG_MIN)
     log_p = torch.log(p).clamp_min_(_LOG_MIN)
     loss = torch.sub(y, 1).mul_(log_1mp).sub_(log_p.mul_(y))
     if grad is not None:
         torch.sub(p, y, out=grad).div_(torch.sub(1, p).mul_(p).clamp_min_(_EPS))
-    return loss
+        if scale != 1:
+            grad.mul_(scale)
+    return _weighted_sum(loss, grad, weight)
 
 
-def _bcel_chunk(x: Tensor, y: Tensor, pos_weight: Tensor | None, grad: Tensor | None) -> Tensor:
+def _bcel_chunk(x: Tensor, y: Tensor, pos_weight: Tensor | None, weight: Tensor | None,
+                grad: Tensor | None, scale: float, scratch: list[Tensor] | None,
+                in_range: bool) -> Tensor:
+    if scratch is None:  # CUDA: plain ops, one kernel each
+        return _bcel_chunk_plain(x, y, pos_weight, weight, grad, scale)
+    # CPU. Both paths get the log terms and the sigmoid from one log_sigmoid_forward (an exp
+    # and a log1p per element, accurate in both tails) and its by-product e = exp(-|.|):
+    # log_sigmoid_backward turns e into a sigmoid with a division instead of a second exp.
+    a, b, e = scratch
+    if pos_weight is None and in_range and y.is_contiguous():
+        m = torch.sub(1, y, out=a)
+        # With y in [0, 1] every y(1-y) >= 0, so the sum is 0 exactly when all labels are 0/1.
+        if torch.dot(y.view(-1), m.view(-1)).item() == 0:
+            return _hard_label_chunk(x, m, weight, grad, scale, b, e)
+    # Soft labels or pos_weight. With t = log1p(e), e = exp(-|x|):
+    # log_sigmoid_forward(|x|) = -t, and sigmoid(x) is log_sigmoid's derivative at -x.
+    neg_t = b
+    _LOG_SIGMOID(torch.abs(x, out=a), output=neg_t, buffer=e)
+    if grad is not None:
+        _LOG_SIGMOID_GRAD(x.new_full((), scale), torch.neg(x, out=a), e, grad_input=grad)
+    loss = torch.clamp_min(x, 0, out=a)  # relu(x) - y*x + t, as in _bcel_loss
+    if pos_weight is None:
+        if grad is not None:
+            grad.sub_(y, alpha=scale)
+        loss.addcmul_(y, x, value=-1).sub_(neg_t)
+    else:
+        pwy = pos_weight * y
+        lw = torch.add(pwy, 1).sub_(y)
+        if grad is not None:
+            grad.mul_(lw).sub_(pwy, alpha=scale)
+        loss.mul_(torch.sub(1, y)).addcmul_(pwy, torch.neg(x).clamp_min_(0))
+        loss.addcmul_(lw, neg_t, value=-1)
+    return _weighted_sum(loss, grad, weight)
+
+
+def _hard_label_chunk(x: Tensor, m: Tensor, weight: Tensor | None, grad: Tensor | None,
+                      scale: float, b: Tensor, e: Tensor) -> Tensor:
+    """Labels that are all 0 or 1, given as m = 1 - y.
+
+    With u = (1 - 2m) x, that is x for y = 1 and -x for y = 0, the loss is -logsigmoid(u)
+    (for y = 1 torch's own expression; for y = 0 softplus(x); accurate in both tails) and its
+    derivative w.r.t. x is -(1 - 2m) sigmoid(-u) = sigmoid(x) - y. Multiplying by 1 - 2m is
+    exact here, so it is done with addcmul instead of materialising 1 - 2m. With the two
+    checks, 8 passes over the chunk instead of the general kernel's 10; one exp and one log1p
+    per element either way.
+    """
+    u = torch.addcmul(x, x, m, value=-2, out=b if grad is None else grad)
+    log_sig = b if grad is not None else m  # m is not needed again without a gradient
+    _LOG_SIGMOID(u, output=log_sig, buffer=e)
+    if grad is not None:
+        # -scale * sigmoid(-u), in place over u, then times (1 - 2m)
+        _LOG_SIGMOID_GRAD(x.new_full((), -scale), u, e, grad_input=grad)
+        grad.addcmul_(grad, m, value=-2)
+    return _weighted_sum(log_sig, grad, weight).neg()
+
+
+def _bcel_chunk_plain(x: Tensor, y: Tensor, pos_weight: Tensor | None, weight: Tensor | None,
+                      grad: Tensor | None, scale: float) -> Tensor:
+    # Same arithmetic, same order, as _bcel_loss and _bcel_grad_input.
     t = torch.abs(x).neg_().exp_().log1p_()
     if pos_weight is None:
         if grad is not None:
             torch.sigmoid(x, out=grad).sub_(y)
-        return torch.clamp_min(x, 0).addcmul_(y, x, value=-1).add_(t)
-    pwy = pos_weight * y
-    lw = torch.add(pwy, 1).sub_(y)
-    if grad is not None:
-        torch.sigmoid(x, out=grad).mul_(lw).sub_(pwy)
-    loss = torch.sub(1, y).mul_(x.clamp_min(0)).addcmul_(pwy, torch.neg(x).clamp_min_(0))
-    return loss.addcmul_(lw, t)
+        loss = torch.clamp_min(x, 0).addcmul_(y, x, value=-1).add_(t)
+    else:
+        pwy = pos_weight * y
+        lw = torch.add(pwy, 1).sub_(y)
+        if grad is not None:
+            torch.sigmoid(x, out=grad).mul_(lw).sub_(pwy)
+        loss = torch.sub(1, y).mul_(x.clamp_min(0)).addcmul_(pwy, torch.neg(x).clamp_min_(0))
+        loss.addcmul_(lw, t)
+    if grad is not None and scale != 1:
+        grad.mul_(scale)
+    return _weighted_sum(loss, grad, weight)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -138,13 +225,28 @@ def _check_range(t: Tensor, name: str, fn: str) -> None:
 
 
 def _check_chunk(checks: tuple, x: Tensor, y: Tensor) -> None:
-    fn, check_input, check_target = checks
+    fn, check_input, check_target, _ = checks
     if check_input:
         _check_range(x, "input (probabilities)", fn)
     if check_target:
         _check_range(y, "target", fn)
 
 
+def _scratch(numel: int, dtype: torch.dtype) -> list[Tensor]:
+    """Three CPU tensors of at least ``numel`` elements, reused by later calls on this thread
+    (up to ``_CHUNK`` elements; a larger request gets its own)."""
+    cache = _SCRATCH.__dict__.setdefault("by_dtype", {})
+    bufs = cache.get(dtype)
+    if bufs is None or bufs[0].numel() < numel:
+        bufs = [torch.empty(numel, dtype=dtype) for _ in range(3)]
+        if numel <= _CHUNK:
+            cache[dtype] = bufs
+    return bufs
+
+
+# Run eagerly under torch.compile: it keeps a thread-local cache of scratch tensors (no place
+# for that inside a graph) and the range checks read values on the host anyway.
+@torch.compiler.disable
 def _chunked_sum(kernel, x: Tensor, y: Tensor, extra: Tensor | None, weight: Tensor | None,
                  grad_scale: float | None, checks: tuple) -> tuple[Tensor, Tensor | None]:
     """Sum of the weighted elementwise loss and, unless ``grad_scale`` is None, its gradient
@@ -152,18 +254,22 @@ def _chunked_sum(kernel, x: Tensor, y: Tensor, extra: Tensor | None, weight: Ten
 
     Works on slices along dim 0 so that each step touches about ``_CHUNK`` elements; weight and
     pos_weight are expanded views (no copies) sliced the same way. Range checks run per slice
-    too, while it is in cache.
+    too, while it is in cache. ``checks`` is (function name, check the input's range, check
+    the target's range, targets known to be in [0, 1]).
     """
     x1 = x.unsqueeze(0) if x.dim() == 0 else x
     cdtype = _compute_dtype(x.dtype)
     grad = None
     if grad_scale is not None:
         grad = torch.empty_like(x1, memory_format=torch.contiguous_format)
-    rows = x1.shape[0]
-    if x.is_cuda or torch.compiler.is_compiling():
-        step = max(rows, 1)  # one kernel per op is what a GPU (or a compiler) wants
-    else:
-        step = max(1, _CHUNK // max(1, math.prod(x1.shape[1:])))
+    rows, row_shape = x1.shape[0], x1.shape[1:]
+    plain = x.is_cuda  # one kernel per op is what a GPU wants
+    step = max(rows, 1) if plain else max(1, _CHUNK // max(1, math.prod(row_shape)))
+    step = min(step, max(rows, 1))
+    if not plain:  # scratch tensors shaped like a full chunk; the last one may be shorter
+        size = step * math.prod(row_shape)
+        bufs = [b[:size] if not row_shape else b[:size].view(step, *row_shape)
+                for b in _scratch(size, cdtype)]
 
     def pieces(t: Tensor | None):
         # split() makes all the views in one call; per-op dispatch is a real cost here, so a
@@ -177,24 +283,21 @@ def _chunked_sum(kernel, x: Tensor, y: Tensor, extra: Tensor | None, weight: Ten
     def cast(t: Tensor | None) -> Tensor | None:
         return t if t is None or t.dtype == cdtype else t.to(cdtype)
 
+    scale = 1 if grad_scale is None else grad_scale
+    in_range = checks[3]
     partials = []
     for xc, yc, ec, wc, gc in zip(pieces(x1), pieces(y), pieces(extra), pieces(weight),
                                   pieces(grad), strict=False):
         _check_chunk(checks, xc, yc)
         xc, yc, ec, wc = cast(xc), cast(yc), cast(ec), cast(wc)
+        scratch = None
+        if not plain:
+            scratch = bufs if len(xc) == step else [b[:len(xc)] for b in bufs]
         # The kernel writes the gradient straight into the result, unless it must be cast.
         g = gc if gc is None or gc.dtype == cdtype else torch.empty_like(xc)
-        loss = kernel(xc, yc, ec, g)
-        if wc is not None:
-            loss.mul_(wc)
-            if g is not None:
-                g.mul_(wc)
-        partials.append(loss.sum())
-        if g is not None:
-            if grad_scale != 1:
-                g.mul_(grad_scale)
-            if g is not gc:
-                gc.copy_(g)
+        partials.append(kernel(xc, yc, ec, wc, g, scale, scratch, in_range))
+        if g is not gc:
+            gc.copy_(g)
     if not partials:
         total = x.new_zeros((), dtype=cdtype)
     elif len(partials) == 1:
@@ -215,7 +318,7 @@ class _LossFunction(torch.autograd.Function):
 
     Inputs: (input, target, extra, weight, reduction, kind, checks). ``kind`` picks the
     formulas ("probs" or "logits"); ``extra`` is pos_weight for logits, None for
-    probabilities; ``checks`` is (function name, check input range, check target range).
+    probabilities; ``checks`` is as for ``_chunked_sum``.
     """
 
     @staticmethod
@@ -364,8 +467,15 @@ def _prepare(fn: str, input: Tensor, target: Tensor, weight: Tensor | None,
         weight = weight.to(input.dtype)
     if pos_weight is not None:
         pos_weight = pos_weight.to(input.dtype)
-    checks = (fn, check_range and check_input, check_target)
+    checks = (fn, check_range and check_input, check_target, check_range)
     return input, target, weight, pos_weight, checks
+
+
+def _apply(input: Tensor, *args) -> Tensor:
+    if torch.is_autocast_enabled(input.device.type):  # the inputs are float32 by now
+        with torch.autocast(input.device.type, enabled=False):
+            return _LossFunction.apply(input, *args)
+    return _LossFunction.apply(input, *args)
 
 
 def binary_cross_entropy(
@@ -387,8 +497,7 @@ def binary_cross_entropy(
     fn = "binary_cross_entropy"
     input, target, weight, _, checks = _prepare(fn, input, target, weight, None, reduction,
                                         label_smoothing, check_range, check_input=True)
-    with torch.autocast(input.device.type, enabled=False):
-        return _LossFunction.apply(input, target, None, weight, reduction, "probs", checks)
+    return _apply(input, target, None, weight, reduction, "probs", checks)
 
 
 def binary_cross_entropy_with_logits(
@@ -411,9 +520,7 @@ def binary_cross_entropy_with_logits(
     input, target, weight, pos_weight, checks = _prepare(fn, input, target, weight, pos_weight,
                                                  reduction, label_smoothing, check_range,
                                                  check_input=False)
-    with torch.autocast(input.device.type, enabled=False):
-        return _LossFunction.apply(input, target, pos_weight, weight, reduction, "logits",
-                                   checks)
+    return _apply(input, target, pos_weight, weight, reduction, "logits", checks)
 
 
 class BCELoss(nn.Module):

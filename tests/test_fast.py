@@ -72,6 +72,41 @@ def test_fused_equals_plain(n: int, layout: str, bias: bool, pos_weight: float |
         _close(a, b, tol)
 
 
+@pytest.mark.parametrize("pos_weight", [None, 2.5])
+def test_blocks_spread_over_threads_give_the_one_thread_result(pos_weight) -> None:
+    """With several torch threads the blocks run on a pool, each thread summing its own share
+    of X^T g; the result must match one thread, and runs must be repeatable."""
+    features, targets = _inputs(20 * BLOCK + 3, torch.float64, "column")
+    head = nn.Linear(D, 1).double()
+    pw = None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float64)
+    wrt = [head.weight, head.bias, features]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = [linear_bce_with_logits(features, head, targets, pw)]
+        one += _grads(one[0], wrt)
+        torch.set_num_threads(3)
+        for _ in range(2):
+            many = [linear_bce_with_logits(features, head, targets, pw)]
+            many += _grads(many[0], wrt)
+            assert fast._POOL is not None and fast._POOL_KEY[1] == 3
+            for a, b in zip(many, one, strict=True):
+                _close(a, b, 1e-12)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_forked_child_gets_its_own_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool's threads do not survive fork(): a child using the parent's pool object would
+    wait forever for work that no thread picks up. A new process id means a new pool."""
+    parent = fast._pool(2)
+    assert fast._pool(2) is parent
+    monkeypatch.setattr(fast.os, "getpid", lambda: -1)
+    child = fast._pool(2)
+    assert child is not parent
+    assert child.submit(lambda: 42).result(timeout=10) == 42
+
+
 def test_only_the_gradients_asked_for() -> None:
     features, targets = _inputs(3 * BLOCK, torch.float64, "row")
     features.requires_grad_(False)

@@ -279,6 +279,65 @@ def test_many_chunks_match_torch(kind, reduction, monkeypatch):
     torch.testing.assert_close(torch.autograd.grad(ours, x)[0], torch.autograd.grad(theirs, x)[0])
 
 
+def _count_calls(monkeypatch, name):
+    calls = []
+    original = getattr(losses, name)
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(losses, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_hard_labels_path_matches_torch(dtype, reduction, weighted, monkeypatch):
+    """0/1 targets take their own CPU kernel (one log-sigmoid of +-x); across chunks, with
+    weights and logits far in both tails it must give torch's values and gradients."""
+    monkeypatch.setattr(losses, "_CHUNK", 64)
+    calls = _count_calls(monkeypatch, "_hard_label_chunk")
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(300, 3, generator=gen, dtype=dtype) * 5
+    x[:8, 0] = torch.tensor([40.0, -40.0, 1e4, -1e4, 0.0, -0.0, 88.0, -88.0], dtype=dtype)
+    x.requires_grad_()
+    y = torch.randint(0, 2, (300, 3), generator=gen).to(dtype)
+    w = torch.rand(3, generator=gen, dtype=dtype) if weighted else None
+    ours = binary_cross_entropy_with_logits(x, y, w, reduction=reduction)
+    theirs = F.binary_cross_entropy_with_logits(x, y, w, reduction=reduction)
+    assert len(calls) == math.ceil(300 / (64 // 3))  # every chunk took the hard-label kernel
+    _compare(ours, theirs, dtype)
+    _compare(torch.autograd.grad(ours, x)[0], torch.autograd.grad(theirs, x)[0], dtype)
+
+
+def test_hard_labels_tails_are_exact_in_float64():
+    # loss and gradient of logit +-40 with the label it predicts: e^-40 (1 + O(e^-40))
+    x = torch.tensor([40.0, -40.0], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    loss = binary_cross_entropy_with_logits(x, y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    tail = math.exp(-40)
+    assert loss.item() == pytest.approx(2 * tail, rel=1e-15)
+    assert grad.tolist() == pytest.approx([-tail, tail], rel=1e-15)
+
+
+def test_almost_hard_labels_take_the_general_path(monkeypatch):
+    """A target of 1e-30 is not a 0/1 label: its y * |x| term (5e-29 here) is far larger than
+    the rest of that element's loss (e^-50), so treating it as 0 would be wrong."""
+    calls = _count_calls(monkeypatch, "_hard_label_chunk")
+    x = torch.tensor([-50.0, 3.0, -2.0], dtype=torch.float64)
+    y = torch.tensor([1e-30, 1.0, 0.0], dtype=torch.float64)
+    ours = binary_cross_entropy_with_logits(x, y, reduction="none")
+    total = binary_cross_entropy_with_logits(x, y, reduction="sum")
+    assert not calls
+    expected = x.clamp_min(0) - y * x + torch.log1p(torch.exp(-x.abs()))
+    torch.testing.assert_close(ours, expected, rtol=1e-15, atol=0)
+    assert total.item() == pytest.approx(expected.sum().item(), rel=1e-15)
+    assert ours[0].item() == pytest.approx(5e-29, rel=1e-6)
+
+
 def test_weight_and_pos_weight_are_differentiable():
     x = torch.randn(5, 2, dtype=torch.float64)
     y = torch.rand(5, 2, dtype=torch.float64)
