@@ -347,8 +347,6 @@ class _LossFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, y, extra, weight = ctx.saved_tensors
-        loss_fn, grad_fn, grad_target_fn, grad_extra_fn, _ = _FORMULAS[ctx.kind]
         # The fused gradient is a constant to autograd, so it is only used when no graph of
         # the backward is being built, and only once (it may be scaled in place).
         if ctx.fused is not None and not torch.is_grad_enabled():
@@ -357,6 +355,8 @@ class _LossFunction(torch.autograd.Function):
             if grad_out.is_cuda or grad_out.item() != 1:
                 fused.mul_(grad_out.to(fused.dtype))
             return fused, None, None, None, None, None, None
+        x, y, extra, weight = ctx.saved_tensors
+        loss_fn, grad_fn, grad_target_fn, grad_extra_fn, _ = _FORMULAS[ctx.kind]
         scale = grad_out / ctx.numel if ctx.reduction == "mean" else grad_out
         cdtype = _compute_dtype(x.dtype)
         xc, yc = x.to(cdtype), y.to(cdtype)
