@@ -338,6 +338,34 @@ def test_almost_hard_labels_take_the_general_path(monkeypatch):
     assert ours[0].item() == pytest.approx(5e-29, rel=1e-6)
 
 
+def test_threads_do_not_share_scratch_tensors(monkeypatch):
+    """The CPU kernels reuse scratch tensors across calls; two threads at once must not see
+    each other's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(losses, "_CHUNK", 256)
+    gen = torch.Generator().manual_seed(12)
+    hard = [torch.randint(0, 2, (5000,), generator=gen).float() for _ in range(2)]
+    targets = hard + [torch.rand(5000, generator=gen)]  # two hard-label cases and a soft one
+    cases = [(torch.randn(5000, generator=gen), y) for y in targets]
+
+    def run(case):
+        x, y = case
+        x = x.clone().requires_grad_()
+        out = []
+        for _ in range(20):
+            loss = binary_cross_entropy_with_logits(x, y)
+            out.append((loss.detach(), torch.autograd.grad(loss, x)[0]))
+        return out
+
+    expected = [run(case) for case in cases]
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(run, cases))
+    for got, want in zip(results, expected, strict=True):
+        for (loss, grad), (loss0, grad0) in zip(got, want, strict=True):
+            assert torch.equal(loss, loss0) and torch.equal(grad, grad0)
+
+
 def test_weight_and_pos_weight_are_differentiable():
     x = torch.randn(5, 2, dtype=torch.float64)
     y = torch.rand(5, 2, dtype=torch.float64)
