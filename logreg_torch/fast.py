@@ -23,7 +23,13 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from logreg_torch.losses import _bcel_chunk, _check_range, _chunked_sum, _scratch
+from logreg_torch.losses import (
+    _bcel_chunk,
+    _check_range,
+    _chunked_sum,
+    _pos_weight_terms,
+    _scratch,
+)
 
 # Rows per block: a block of a 100-feature float32 matrix is ~6 MB, in the last-level cache,
 # so the second product reads it from cache; large enough that Python overhead is small.
@@ -50,6 +56,13 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return _POOL
 
 
+def _logits_into(features: Tensor, w: Tensor, bias: Tensor | None, out: Tensor) -> None:
+    if bias is None:
+        torch.mv(features, w, out=out)
+    else:
+        torch.addmv(bias, features, w, out=out)
+
+
 def _blocks(starts: list[int], step: int, features: Tensor, w: Tensor, bias: Tensor | None,
             targets: Tensor, pos_weight: Tensor | None, logits: Tensor, grad_z: Tensor,
             want_w: bool) -> Tensor | None:
@@ -60,16 +73,14 @@ def _blocks(starts: list[int], step: int, features: Tensor, w: Tensor, bias: Ten
         for start in starts:
             rows = slice(start, start + step)
             xb, zb, gb, yb = features[rows], logits[rows], grad_z[rows], targets[rows]
-            if bias is None:
-                torch.mv(xb, w, out=zb)
-            else:
-                torch.addmv(bias, xb, w, out=zb)
+            _logits_into(xb, w, bias, zb)
             torch.sigmoid(zb, out=gb)
             if pos_weight is None:
                 gb.sub_(yb)
             else:  # (pw*y + 1 - y) * sigmoid(z) - pw*y
-                pwy = (pos_weight if pos_weight.dim() == 0 else pos_weight[rows]) * yb
-                gb.mul_(torch.add(pwy, 1).sub_(yb)).sub_(pwy)
+                pwb = pos_weight if pos_weight.dim() == 0 else pos_weight[rows]
+                pwy, lw = _pos_weight_terms(pwb, yb)
+                gb.mul_(lw).sub_(pwy)
             if want_w:
                 grad_w.addmv_(xb.t(), gb)  # xb is still in cache: the second "read" is cheap
     return grad_w
@@ -80,12 +91,8 @@ def _one_block(features: Tensor, w: Tensor, bias: Tensor | None, targets: Tensor
                in_range: bool) -> tuple[Tensor, Tensor | None]:
     """All rows at once: (loss sum, n * dL/dw), with n * dL/dz written into ``grad_z``."""
     with torch.no_grad():
-        if bias is None:
-            torch.mv(features, w, out=logits)
-        else:
-            torch.addmv(bias, features, w, out=logits)
-        scratch = None if features.is_cuda else [b[:len(logits)] for b in
-                                                 _scratch(len(logits), logits.dtype)]
+        _logits_into(features, w, bias, logits)
+        scratch = None if features.is_cuda else _scratch(len(logits), logits.dtype)
         total = _bcel_chunk(logits, targets, pos_weight, None, grad_z, 1.0, scratch, in_range)
         return total, torch.mv(features.t(), grad_z) if want_w else None
 

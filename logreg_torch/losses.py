@@ -118,6 +118,12 @@ def _weighted_sum(loss: Tensor, grad: Tensor | None, weight: Tensor | None) -> T
     return loss.sum()
 
 
+def _pos_weight_terms(pos_weight: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """pw*y and pw*y + 1 - y: the weights of the log terms when pos_weight is given."""
+    pwy = pos_weight * y
+    return pwy, torch.add(pwy, 1).sub_(y)
+
+
 def _bce_chunk(p: Tensor, y: Tensor, _: None, weight: Tensor | None, grad: Tensor | None,
                scale: float, scratch: list[Tensor] | None, in_range: bool) -> Tensor:
     # Same arithmetic, same order, as _bce_loss and _bce_grad_input.
@@ -157,8 +163,7 @@ def _bcel_chunk(x: Tensor, y: Tensor, pos_weight: Tensor | None, weight: Tensor 
             grad.sub_(y, alpha=scale)
         loss.addcmul_(y, x, value=-1).sub_(neg_t)
     else:
-        pwy = pos_weight * y
-        lw = torch.add(pwy, 1).sub_(y)
+        pwy, lw = _pos_weight_terms(pos_weight, y)
         if grad is not None:
             grad.mul_(lw).sub_(pwy, alpha=scale)
         loss.mul_(torch.sub(1, y)).addcmul_(pwy, torch.neg(x).clamp_min_(0))
@@ -196,8 +201,7 @@ def _bcel_chunk_plain(x: Tensor, y: Tensor, pos_weight: Tensor | None, weight: T
             torch.sigmoid(x, out=grad).sub_(y)
         loss = torch.clamp_min(x, 0).addcmul_(y, x, value=-1).add_(t)
     else:
-        pwy = pos_weight * y
-        lw = torch.add(pwy, 1).sub_(y)
+        pwy, lw = _pos_weight_terms(pos_weight, y)
         if grad is not None:
             torch.sigmoid(x, out=grad).mul_(lw).sub_(pwy)
         loss = torch.sub(1, y).mul_(x.clamp_min(0)).addcmul_(pwy, torch.neg(x).clamp_min_(0))
@@ -233,15 +237,15 @@ def _check_chunk(checks: tuple, x: Tensor, y: Tensor) -> None:
 
 
 def _scratch(numel: int, dtype: torch.dtype) -> list[Tensor]:
-    """Three CPU tensors of at least ``numel`` elements, reused by later calls on this thread
-    (up to ``_CHUNK`` elements; a larger request gets its own)."""
+    """Three 1-d CPU tensors of ``numel`` elements, views of storage reused by later calls on
+    this thread (up to ``_CHUNK`` elements; a larger request gets its own)."""
     cache = _SCRATCH.__dict__.setdefault("by_dtype", {})
     bufs = cache.get(dtype)
     if bufs is None or bufs[0].numel() < numel:
         bufs = [torch.empty(numel, dtype=dtype) for _ in range(3)]
         if numel <= _CHUNK:
             cache[dtype] = bufs
-    return bufs
+    return [b[:numel] for b in bufs]
 
 
 # Run eagerly under torch.compile: it keeps a thread-local cache of scratch tensors (no place
@@ -264,12 +268,12 @@ def _chunked_sum(kernel, x: Tensor, y: Tensor, extra: Tensor | None, weight: Ten
         grad = torch.empty_like(x1, memory_format=torch.contiguous_format)
     rows, row_shape = x1.shape[0], x1.shape[1:]
     plain = x.is_cuda  # one kernel per op is what a GPU wants
-    step = max(rows, 1) if plain else max(1, _CHUNK // max(1, math.prod(row_shape)))
-    step = min(step, max(rows, 1))
+    step = max(rows, 1)
+    if not plain:
+        step = min(step, max(1, _CHUNK // max(1, math.prod(row_shape))))
     if not plain:  # scratch tensors shaped like a full chunk; the last one may be shorter
-        size = step * math.prod(row_shape)
-        bufs = [b[:size] if not row_shape else b[:size].view(step, *row_shape)
-                for b in _scratch(size, cdtype)]
+        bufs = [b.view(step, *row_shape)
+                for b in _scratch(step * math.prod(row_shape), cdtype)]
 
     def pieces(t: Tensor | None):
         # split() makes all the views in one call; per-op dispatch is a real cost here, so a
