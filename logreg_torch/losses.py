@@ -271,7 +271,7 @@ def _chunked_sum(kernel, x: Tensor, y: Tensor, extra: Tensor | None, weight: Ten
     step = max(rows, 1)
     if not plain:
         step = min(step, max(1, _CHUNK // max(1, math.prod(row_shape))))
-    if not plain:  # scratch tensors shaped like a full chunk; the last one may be shorter
+        # scratch tensors shaped like a full chunk; the last one may be shorter
         bufs = [b.view(step, *row_shape)
                 for b in _scratch(step * math.prod(row_shape), cdtype)]
 
