@@ -23,6 +23,7 @@ from logreg_torch.config import (
 )
 from logreg_torch.data import Prepared, Stream, prepare, prepare_streaming, stream_batch
 from logreg_torch.fast import linear_bce_with_logits, split_head
+from logreg_torch.lazy_dynamo import defer_dynamo_import
 from logreg_torch.losses import (
     _check_range,
     binary_cross_entropy,
@@ -140,6 +141,7 @@ def fast_path_applies(cfg: Config) -> bool:
 
 def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     o = cfg.optim
+    defer_dynamo_import()  # no torch._dynamo import (~1 s) for a run that never compiles
     params = list(model.parameters())
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
