@@ -17,7 +17,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing import event_accumulator as ea
 
-import logreg_torch.train as train_module
+import logreg_torch.fit as fit_module
 from logreg_torch.checkpoint import load_checkpoint
 from logreg_torch.config import Config, ConfigError, load_config
 from logreg_torch.data import prepare
@@ -204,7 +204,7 @@ def test_resume_restores_the_rng_that_dropout_draws_from(tmp_path, monkeypatch) 
     # The control for the test above: without the RNG restore, dropout masks differ.
     full = run(tmp_path, *MLP_DROPOUT, "train.epochs=4", name="full")
     run(tmp_path, *MLP_DROPOUT, "train.epochs=2", name="part")
-    monkeypatch.setattr(train_module, "set_rng_state", lambda state: None)
+    monkeypatch.setattr(fit_module, "set_rng_state", lambda state: None)
     resumed = fit(load_config(None, [*TINY, *MLP_DROPOUT, "train.epochs=4",
                                      f"train.resume={tmp_path / 'part' / 'last.pt'}"]))
     assert not bitwise_equal(params(full), params(resumed))
@@ -416,14 +416,14 @@ def test_minibatches_are_slices_without_a_dataloader(tmp_path, monkeypatch) -> N
 
     monkeypatch.setattr(torch.utils.data.DataLoader, "__init__", no_loader)
     sizes: list[int] = []
-    model_loss = train_module.Objective.model_loss
+    model_loss = fit_module.Objective.model_loss
 
     def record(self, model, features, targets):
         if model.training:
             sizes.append(len(features))
         return model_loss(self, model, features, targets)
 
-    monkeypatch.setattr(train_module.Objective, "model_loss", record)
+    monkeypatch.setattr(fit_module.Objective, "model_loss", record)
     result = run(tmp_path, "train.epochs=3", "train.batch_size=48")
     per_epoch = math.ceil(N_TRAIN / 48)
     assert [r["step"] for r in result.history] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
@@ -465,7 +465,7 @@ def test_two_runs_in_the_same_second_get_different_folders(tmp_path, monkeypatch
 def _interrupt_on_call(monkeypatch, call: int, after_steps: int | None = None) -> None:
     """Make the ``call``-th train_one_epoch raise KeyboardInterrupt: at once, or mid-epoch
     after ``after_steps`` optimizer steps."""
-    real = train_module.train_one_epoch
+    real = fit_module.train_one_epoch
     calls = {"n": 0}
 
     def train_one_epoch(*args, **kwargs):
@@ -484,7 +484,7 @@ def _interrupt_on_call(monkeypatch, call: int, after_steps: int | None = None) -
 
         return real(*args, **{**kwargs, "on_step": step})
 
-    monkeypatch.setattr(train_module, "train_one_epoch", train_one_epoch)
+    monkeypatch.setattr(fit_module, "train_one_epoch", train_one_epoch)
 
 
 def test_ctrl_c_saves_last_and_says_how_to_resume(tmp_path, monkeypatch) -> None:
