@@ -15,7 +15,7 @@ class DataConfig:
     path: str | None = None  # csv file, npy folder / .npz file
     target: str | None = None  # target column (csv); bundled sets know their own
     features: list[str] | None = None  # null = every column but the target
-    positive_label: str | None = None  # label value mapped to 1 (see data.py for the default rule)
+    positive_label: str | None = None  # label value mapped to 1 (default rule: data/labels.py)
     val_fraction: float = 0.2
     test_fraction: float = 0.0
     standardize: bool = True
