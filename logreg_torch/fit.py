@@ -126,15 +126,18 @@ class Training:
 
 def _set_up(cfg: Config, runtime: Runtime) -> Training:
     full_batch = cfg.train.batch_size is None or cfg.optim.name == "lbfgs"
-    stream, data, n_global, train_targets = _load_data(cfg, runtime, full_batch)
+    # Full batch on the fast path: store X column-major (each feature contiguous). Both
+    # matrix-vector products then stream X at memory speed; row-major X makes torch.mv
+    # several times slower than one read of X. (Minibatches gather rows: row-major.)
+    column_major = fast_path_applies(cfg) and full_batch
     world = runtime.world_size
+    # One process on the CPU: the data is read straight into that layout, with no second copy.
+    direct = column_major and world == 1 and runtime.device.type == "cpu"
+    stream, data, n_global, train_targets = _load_data(cfg, runtime, full_batch, direct)
     train_rows = data.train if world == 1 else _shard(data.train, runtime.rank, world,
                                                       not full_batch)
     X, y = (t.to(runtime.device) for t in train_rows)
-    if fast_path_applies(cfg) and full_batch:
-        # Full batch on the fast path: store X column-major (each feature contiguous). Both
-        # matrix-vector products then stream X at memory speed; row-major X makes torch.mv
-        # several times slower than one read of X. (Minibatches gather rows: row-major.)
+    if column_major and not (X.dim() == 2 and X.stride(0) == 1):
         X = X.t().contiguous().t()
     val = tuple(t.to(runtime.device) for t in data.val)
     test = tuple(t.to(runtime.device) for t in data.test)
@@ -152,11 +155,11 @@ def _set_up(cfg: Config, runtime: Runtime) -> Training:
                     objective, optimizer, scheduler, scaler)
 
 
-def _load_data(cfg: Config, runtime: Runtime,
-               full_batch: bool) -> tuple[Stream | None, Prepared, int, Tensor]:
+def _load_data(cfg: Config, runtime: Runtime, full_batch: bool,
+               column_major: bool) -> tuple[Stream | None, Prepared, int, Tensor]:
     """(stream or None, prepared splits, training rows over all ranks, training targets)."""
     if not cfg.data.streaming:
-        data = prepare(cfg.data, cfg.train.seed, dtype=runtime.dtype)
+        data = prepare(cfg.data, cfg.train.seed, dtype=runtime.dtype, column_major=column_major)
         return None, data, len(data.train[0]), data.train[1]
     if runtime.world_size > 1 and not full_batch:
         raise ConfigError("data.streaming under torchrun needs a full batch (optim.name=lbfgs "
