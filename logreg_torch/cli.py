@@ -12,6 +12,7 @@ import io
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config file, e.g. configs/default.yaml")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=0.1")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.add_argument("--timings", action="store_true",
+                   help="print seconds by stage (imports, data, setup, train, evaluate, "
+                        "logging) as one JSON line on stderr")
 
     p = sub.add_parser("evaluate", help="print every metric of a checkpoint on a data split")
     p.add_argument("checkpoint", help="a last.pt or best.pt")
@@ -64,11 +68,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
     from logreg_torch.config import load_config
     from logreg_torch.fit import fit
 
+    imports = time.perf_counter() - started  # torch and the training modules
     cfg = load_config(args.config, args.overrides)
     result = fit(cfg, quiet=args.quiet)
+    if args.timings and os.environ.get("RANK", "0") == "0":
+        timings = {"imports": imports, **result.extra.get("timings", {})}
+        print(json.dumps({"timings": {k: round(v, 4) for k, v in timings.items()}}),
+              file=sys.stderr)
     if not args.quiet and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 reports
         from logreg_torch.metrics import format_metrics_table
 
