@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 
 class UsageError(ValueError):
@@ -238,5 +239,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> NoReturn:
+    """The ``logreg-torch`` command: ``main()``, then exit without tearing the interpreter down.
+
+    By then every file is written and closed (checkpoints, events, predictions) and only the
+    interpreter's own clean-up is left: freeing torch's modules took 0.4-0.5 s of a 1.8 s
+    ``python -c "import torch"`` here, and a process that also loaded torch._dynamo spent
+    1.3-1.7 s on it.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # a closed pipe (logreg-torch config | head): nothing more can be said
+        pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -90,3 +90,28 @@ for fn in fns:
 assert state['param_groups'][0]['params'] == [0]
 """
     assert "torch._dynamo" in _heavy_imports(code)
+
+
+def test_train_command_reports_its_stages_and_exits_with_everything_written(tmp_path) -> None:
+    """``python -m logreg_torch train --timings``: one JSON line of seconds by stage on stderr;
+    the command exits without interpreter teardown (cli.run), after every file is complete."""
+    run_dir = tmp_path / "run"
+    out = subprocess.run(
+        [sys.executable, "-m", "logreg_torch", "train", str(REPO / "configs" / "default.yaml"),
+         "--quiet", "--timings", "train.epochs=2", "log.histogram_every=0",
+         f"log.run_dir={run_dir}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    timings = json.loads(out.stderr.strip().splitlines()[-1])["timings"]
+    assert list(timings) == ["imports", "data", "setup", "train", "evaluate", "logging"]
+    assert all(v >= 0 for v in timings.values()) and timings["train"] > 0
+    import torch
+
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    assert state["epoch"] == 2
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir)).Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    bad = subprocess.run([sys.executable, "-m", "logreg_torch", "train", "nope.yaml"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ")
