@@ -50,13 +50,18 @@ def prepare(cfg: DataConfig, seed: int, dtype: torch.dtype = torch.float32,
     table = load_table(cfg, seed, check_finite=False)  # read_splits checks every row
     rows = split_indices(len(table.y), cfg.val_fraction, cfg.test_fraction, seed)
     check_two_classes(table.y[rows[0]], table.source)
-    Xs, moments = read_splits(table.X, list(rows), dtype, [column_major, False, False], cfg.path)
+    target = torch.empty(0, dtype=dtype).numpy().dtype
+    # Standardize values as read: a float64 CSV or synthetic table into a float32 run is
+    # standardized in float64 and rounded once, as before (a copy, of a table held anyway).
+    work = dtype if np.can_cast(table.X.dtype, target, "safe") else torch.float64
+    Xs, moments = read_splits(table.X, list(rows), work, [column_major, False, False], cfg.path)
     d = len(table.feature_names)
     # Without standardization store the identity, so applying it is always safe.
     stats = moments.stats() if cfg.standardize else {"mean": [0.0] * d, "std": [1.0] * d}
     if cfg.standardize:
         for X in Xs:
             standardize_(X, stats)
+    Xs = [X.to(dtype) for X in Xs]  # strides kept: column-major stays column-major
     train, val, test = ((X, torch.tensor(table.y[r], dtype=dtype))
                         for X, r in zip(Xs, rows, strict=True))
     return Prepared(train, val, test, table.feature_names, table.label_map,
