@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import logreg_torch
-from logreg_torch import losses
+from logreg_torch import losses_fast
 from logreg_torch.losses import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -260,7 +260,7 @@ def test_fused_path_equals_generic_path(kind):
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_many_chunks_match_torch(kind, reduction, monkeypatch):
     """Force many chunks (and a row size that does not divide the chunk) with weights."""
-    monkeypatch.setattr(losses, "_CHUNK", 64)
+    monkeypatch.setattr(losses_fast, "_CHUNK", 64)
     gen = torch.Generator().manual_seed(7)
     shape = (101, 3, 7)
     x = torch.rand(shape, generator=gen) if kind == "probs" else torch.randn(shape, generator=gen)
@@ -281,13 +281,13 @@ def test_many_chunks_match_torch(kind, reduction, monkeypatch):
 
 def _count_calls(monkeypatch, name):
     calls = []
-    original = getattr(losses, name)
+    original = getattr(losses_fast, name)
 
     def spy(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(losses, name, spy)
+    monkeypatch.setattr(losses_fast, name, spy)
     return calls
 
 
@@ -297,7 +297,7 @@ def _count_calls(monkeypatch, name):
 def test_hard_labels_path_matches_torch(dtype, reduction, weighted, monkeypatch):
     """0/1 targets take their own CPU kernel (one log-sigmoid of +-x); across chunks, with
     weights and logits far in both tails it must give torch's values and gradients."""
-    monkeypatch.setattr(losses, "_CHUNK", 64)
+    monkeypatch.setattr(losses_fast, "_CHUNK", 64)
     calls = _count_calls(monkeypatch, "_hard_label_chunk")
     gen = torch.Generator().manual_seed(11)
     x = torch.randn(300, 3, generator=gen, dtype=dtype) * 5
@@ -343,7 +343,7 @@ def test_threads_do_not_share_scratch_tensors(monkeypatch):
     each other's."""
     from concurrent.futures import ThreadPoolExecutor
 
-    monkeypatch.setattr(losses, "_CHUNK", 256)
+    monkeypatch.setattr(losses_fast, "_CHUNK", 256)
     gen = torch.Generator().manual_seed(12)
     hard = [torch.randint(0, 2, (5000,), generator=gen).float() for _ in range(2)]
     targets = hard + [torch.rand(5000, generator=gen)]  # two hard-label cases and a soft one
@@ -440,7 +440,7 @@ def test_probabilities_out_of_range_name_the_tensor(bad):
 
 
 def test_out_of_range_found_in_a_later_chunk(monkeypatch):
-    monkeypatch.setattr(losses, "_CHUNK", 8)
+    monkeypatch.setattr(losses_fast, "_CHUNK", 8)
     y = torch.rand(100)
     y[95] = 2.0
     with pytest.raises(RuntimeError, match=r"found values in \[.*, 2\]"):
@@ -504,7 +504,7 @@ def test_label_smoothing_out_of_range(eps):
 
 def test_modules_match_torch_modules_and_hold_buffers():
     w, pw = torch.rand(3), torch.rand(3) + 0.5
-    ours = BCEWithLogitsLoss(w, pw)
+    ours = BCEWithLogitsLoss(w, pos_weight=pw)
     theirs = torch.nn.BCEWithLogitsLoss(weight=w, pos_weight=pw)
     assert list(ours.state_dict()) == list(theirs.state_dict()) == ["weight", "pos_weight"]
     x, y = torch.randn(4, 3), torch.rand(4, 3)
