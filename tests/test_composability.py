@@ -456,3 +456,44 @@ def test_fast_path_equals_reference_path(kind, reduction, monkeypatch):
     reference = run()
     assert "FusedLoss" in fast[2] and "FusedLoss" not in reference[2]
     _assert_close(fast[:2], reference[:2], rtol=1e-5, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- CUDA
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kind", KINDS)
+def test_cuda_training_step_has_no_host_sync(kind):
+    net = _Net(kind).cuda()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, y = (t.float().cuda() for t in _batch(n=64))
+    criterion = BCELoss() if kind == "probs" else BCEWithLogitsLoss()
+    criterion(net(x), y).backward()  # warm-up: lazy CUDA initialisation may sync
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        optimizer.zero_grad()
+        loss = criterion(net(x), y)
+        loss.backward()
+        optimizer.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss).item()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kind", KINDS)
+def test_cuda_compile_and_autocast_match_torch(kind):
+    net = _Net(kind).cuda()
+    x, y = (t.float().cuda() for t in _batch(n=64))
+
+    def run(loss_fn):
+        torch._dynamo.reset()
+        loss = torch.compile(lambda a, b: loss_fn(net(a), b), fullgraph=True)(x, y)
+        with torch.autocast("cuda", dtype=torch.float16):
+            out = net(x)
+            amp = loss_fn(out.float() if loss_fn is F.binary_cross_entropy else out, y)
+        return (loss, amp, *torch.autograd.grad(loss + amp, list(net.parameters())))
+
+    _assert_close(*_both(kind, run), rtol=1e-4, atol=1e-5)
+

@@ -454,6 +454,26 @@ def test_check_range_false_skips_checks_and_matches_torch():
     binary_cross_entropy(torch.rand(8), y.clamp(0, 1), check_range=False)
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_check_range_false_probs_returns_the_formula_for_out_of_range_values(reduction):
+    """No check, no error: the formula's value, NaN where it takes the log of a negative
+    number, and a target outside [0, 1] weighs the log terms as written."""
+    p = torch.tensor([0.2, 1.5, -0.5, 0.7], dtype=torch.float64)
+    y = torch.tensor([1.0, 0.0, 1.0, 2.0], dtype=torch.float64)
+    with pytest.raises(RuntimeError):
+        binary_cross_entropy(p, y, reduction=reduction)
+    out = binary_cross_entropy(p, y, reduction="none", check_range=False)
+    nan = float("nan")
+    expected = [-math.log(0.2), nan, nan, math.log(0.3) - 2 * math.log(0.7)]
+    torch.testing.assert_close(out, torch.tensor(expected, dtype=torch.float64), equal_nan=True)
+    reduced = binary_cross_entropy(p, y, reduction=reduction, check_range=False)
+    assert reduced.shape == (out.shape if reduction == "none" else ())
+    finite = binary_cross_entropy(p[[0, 3]], y[[0, 3]], reduction=reduction, check_range=False)
+    want = torch.tensor([expected[0], expected[3]], dtype=torch.float64)
+    want = {"none": want, "mean": want.mean(), "sum": want.sum()}[reduction]
+    torch.testing.assert_close(finite, want)
+
+
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.uint8])
 def test_integer_and_bool_targets_rejected(dtype):
     p = torch.rand(5)
@@ -650,3 +670,19 @@ def test_cuda_autocast_probs_works_where_torch_refuses():
     torch.testing.assert_close(ours, F.binary_cross_entropy(probs.float(), y))
     ours.backward()
     assert torch.isfinite(lin.weight.grad).all()
+
+
+# ----------------------------------------------------------------------------- README
+
+
+def test_readme_loss_example_runs():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## The loss", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "README.md (The loss)", "exec"), namespace)
+    assert namespace["binary_cross_entropy"](namespace["p"], namespace["y"]).item() == \
+        pytest.approx(0.1892, abs=1e-4)
+    assert namespace["logits"].grad is not None
