@@ -216,8 +216,11 @@ def chunked_sum(kernel, x: Tensor, y: Tensor, extra: Tensor | None, weight: Tens
     too, while it is in cache. ``checks`` is (function name, check the input's range, check
     the target's range, targets known to be in [0, 1]).
     """
-    x1 = x.unsqueeze(0) if x.dim() == 0 else x
     cdtype = _compute_dtype(x.dtype)
+    n = x.numel()
+    if 0 < n <= _CHUNK and x.dtype == cdtype:
+        return _one_chunk(kernel, x, y, extra, weight, grad_scale, checks)
+    x1 = x.unsqueeze(0) if x.dim() == 0 else x
     grad = None
     if grad_scale is not None:
         grad = torch.empty_like(x1, memory_format=torch.contiguous_format)
@@ -264,6 +267,26 @@ def chunked_sum(kernel, x: Tensor, y: Tensor, extra: Tensor | None, weight: Tens
     if grad is not None and grad.dim() != x.dim():
         grad = grad.view(x.shape)
     return total, grad
+
+
+def _one_chunk(kernel, x: Tensor, y: Tensor, extra: Tensor | None, weight: Tensor | None,
+               grad_scale: float | None, checks: tuple) -> tuple[Tensor, Tensor | None]:
+    """``chunked_sum`` for an input of one chunk that needs no cast: the usual minibatch.
+    The same kernel call as the loop, without its per-call Python cost (~10 us at N=4096,
+    where the whole forward+backward takes ~50 us)."""
+    fn, check_input, check_target, in_range = checks
+    if check_input:
+        check_range_host(x, "input (probabilities)", fn)
+    if check_target:
+        check_range_host(y, "target", fn)
+    grad = None
+    if grad_scale is not None:
+        grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+    scratch = scratch_tensors(x.numel(), x.dtype)
+    if x.dim() != 1:
+        scratch = [b.view(x.shape) for b in scratch]
+    scale = 1 if grad_scale is None else grad_scale
+    return kernel(x, y, extra, weight, grad, scale, scratch, in_range), grad
 
 
 class FusedLoss(torch.autograd.Function):
