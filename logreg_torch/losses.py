@@ -27,6 +27,9 @@ the clamped loss it returns, +-100.
 
 from __future__ import annotations
 
+import functools
+from contextlib import nullcontext
+
 import torch
 from torch import Tensor, nn
 
@@ -184,12 +187,8 @@ def _reference(kind: str, x: Tensor, y: Tensor, extra: Tensor | None, weight: Te
     return loss.to(x.dtype)
 
 
-def _probs_reference(*args) -> Tensor:
-    return _reference("probs", *args)
-
-
-def _logits_reference(*args) -> Tensor:
-    return _reference("logits", *args)
+_probs_reference = functools.partial(_reference, "probs")
+_logits_reference = functools.partial(_reference, "logits")
 
 
 # Range checks. What runs where:
@@ -297,27 +296,20 @@ def _loss(kind: str, input: Tensor, target: Tensor, weight: Tensor | None,
     if pos_weight is not None and pos_weight.dtype != input.dtype:
         pos_weight = pos_weight.to(input.dtype)
     reference = _probs_reference if kind == "probs" else _logits_reference
-    if (reduction != "none" and not target.requires_grad
-            and not (weight is not None and weight.requires_grad)
-            and not (pos_weight is not None and pos_weight.requires_grad)
-            and _fast.plain_cpu(input, target, weight, pos_weight)):
-        kernel = _fast.bce_chunk if kind == "probs" else _fast.bcel_chunk
-        args = (input, target, pos_weight, weight, reduction, kernel, reference,
-                (fn, check_input, check_target, check_range))
-    else:
+    fused = (reduction != "none" and not any(t is not None and t.requires_grad
+                                             for t in (target, weight, pos_weight))
+             and _fast.plain_cpu(input, target, weight, pos_weight))
+    if not fused:  # the fused path checks chunk by chunk, while each is in cache
         if check_input:
             _check_range(input, "input (probabilities)", fn)
         if check_target:
             _check_range(target, "target", fn)
-        args = None
-    if autocast:
-        with torch.autocast(input.device.type, enabled=False):
-            return reference(input, target, pos_weight, weight, reduction) if args is None \
-                else _fast.FusedLoss.apply(*args)
-    if args is None:
-        return reference(input, target, pos_weight, weight, reduction)
-    return _fast.FusedLoss.apply(*args)
-
+    with torch.autocast(input.device.type, enabled=False) if autocast else nullcontext():
+        if not fused:
+            return reference(input, target, pos_weight, weight, reduction)
+        kernel = _fast.bce_chunk if kind == "probs" else _fast.bcel_chunk
+        return _fast.FusedLoss.apply(input, target, pos_weight, weight, reduction, kernel,
+                                     reference, (fn, check_input, check_target, check_range))
 
 def binary_cross_entropy(
     input: Tensor,
