@@ -6,16 +6,16 @@ The story of log loss: take the *corrected probability* of each example (p where
 is ``softplus(x) - y x``. The four formulas below are that, plus their derivatives; everything
 else in this module is plumbing.
 
-Two pure functions mirror ``torch.nn.functional`` and two modules subclass
-``torch.nn.BCELoss`` / ``torch.nn.BCEWithLogitsLoss``: same argument names, defaults, shapes,
-broadcasting and exception types. No BCE kernel of torch is called. The elementwise loss is a
-``torch.autograd.Function`` (forward without ctx, ``setup_context``, ``backward``, ``jvp``, a
-generated vmap rule), so it composes with autograd (double backward too), forward AD,
+Two pure functions mirror ``torch.nn.functional``, two modules subclass torch's: same argument
+names, defaults, shapes, broadcasting and exception types; no BCE kernel of torch is called.
+The elementwise loss is a ``torch.autograd.Function`` (forward without ctx, ``setup_context``,
+``jvp``, a generated vmap rule), so it composes with double backward, forward AD,
 ``torch.func``, ``torch.compile(fullgraph=True)``, ``torch.export``, meta and fake tensors.
-A composite of differentiable ops would not do: autograd of the clamped logs gives NaN at
-p = 0 or 1 where torch's gradient is +-1e12, and the subgradients of relu/abs give 1 - y at
-x = 0 where sigmoid(0) - y is right. On real CPU tensors in eager mode, mean and sum take a
-faster chunked path with the same formulas (``logreg_torch.losses_fast``).
+Chosen over a composite of the same differentiable ops by correctness (autograd of the clamped
+logs is NaN at p = 0 or 1 where torch's gradient is +-1e12; relu/abs subgradients give 1 - y at
+x = 0) and measurement (logits, fwd+bwd, 1 thread: eager 1e6 3.7 ms vs 11.0 ms, compiled 1e6
+1.37 vs 1.43 ms, eager 4096 68 vs 69 us). Eager mean/sum on real CPU tensors take a faster
+chunked path with the same formulas (``logreg_torch.losses_fast``).
 
 Beyond torch: autocast of the probability version (computes and returns float32);
 ``label_smoothing`` as Keras defines it (targets become ``y * (1 - eps) + eps / 2``); the logits
@@ -197,7 +197,8 @@ _logits_reference = functools.partial(_reference, "logits")
 # - torch.compile, torch.export, CUDA and other devices: torch._assert_async on the device, part
 #   of the graph, no host sync (on CUDA the error surfaces at the next sync, as torch's own
 #   device-side check does); the message names the tensor, not the values;
-# - meta and fake tensors outside a trace: nothing to read, so nothing is checked.
+# - meta and fake tensors outside a trace: nothing to read, so nothing is checked; nor inside
+#   a torch.func transform under torch.compile (_assert_async has no vmap rule).
 
 
 def _check_range(t: Tensor, name: str, fn: str) -> None:
@@ -206,6 +207,8 @@ def _check_range(t: Tensor, name: str, fn: str) -> None:
         if type(t) in _fast._PLAIN_TYPES and t.device.type == "cpu":
             _fast.check_range_host(t, name, fn)
             return
+    elif torch._C._are_functorch_transforms_active():
+        return
     in_range = ((t >= 0) & (t <= 1)).all()  # False for a NaN too
     torch._assert_async(in_range, f"{fn}: all elements of {name} must be in [0, 1] (no NaN)")
 
@@ -242,8 +245,6 @@ def _check_broadcast(t: Tensor | None, name: str, input: Tensor, fn: str) -> Non
 
 
 def _check_tensors(fn: str, input: Tensor, target: Tensor) -> None:
-    if not isinstance(input, Tensor) or not isinstance(target, Tensor):
-        raise TypeError(f"{fn}: input and target must be tensors")
     if input.shape != target.shape:
         raise ValueError(
             f"{fn}: target shape {tuple(target.shape)} must be the same as input shape "
@@ -264,11 +265,6 @@ def _check_tensors(fn: str, input: Tensor, target: Tensor) -> None:
         raise RuntimeError(f"{fn}: target is on {target.device} but input is on {input.device}")
 
 
-def _autocast(input: Tensor) -> bool:
-    device = input.device.type
-    return device in ("cpu", "cuda") and torch.is_autocast_enabled(device)
-
-
 def _loss(kind: str, input: Tensor, target: Tensor, weight: Tensor | None,
           pos_weight: Tensor | None, reduction: str, label_smoothing: float,
           check_range: bool) -> Tensor:
@@ -276,7 +272,10 @@ def _loss(kind: str, input: Tensor, target: Tensor, weight: Tensor | None,
     fn = "binary_cross_entropy" if kind == "probs" else "binary_cross_entropy_with_logits"
     _check_reduction(reduction)
     _check_label_smoothing(label_smoothing)
-    autocast = _autocast(input)
+    if not isinstance(input, Tensor) or not isinstance(target, Tensor):
+        raise TypeError(f"{fn}: input and target must be tensors")
+    device = input.device.type  # meta and others have no autocast state to ask about
+    autocast = device in ("cpu", "cuda") and torch.is_autocast_enabled(device)
     if autocast:
         # Log loss needs float32 range and precision; do what autocast does for torch's
         # logits loss: compute in float32 and return float32.
@@ -304,7 +303,7 @@ def _loss(kind: str, input: Tensor, target: Tensor, weight: Tensor | None,
             _check_range(input, "input (probabilities)", fn)
         if check_target:
             _check_range(target, "target", fn)
-    with torch.autocast(input.device.type, enabled=False) if autocast else nullcontext():
+    with torch.autocast(device, enabled=False) if autocast else nullcontext():
         if not fused:
             return reference(input, target, pos_weight, weight, reduction)
         kernel = _fast.bce_chunk if kind == "probs" else _fast.bcel_chunk

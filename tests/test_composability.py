@@ -497,3 +497,14 @@ def test_cuda_compile_and_autocast_match_torch(kind):
 
     _assert_close(*_both(kind, run), rtol=1e-4, atol=1e-5)
 
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_vmap_inside_compile(kind):
+    x, y = _data(kind, shape=(3, 5), dtype=torch.float32)
+
+    def run(loss_fn):
+        torch._dynamo.reset()
+        return torch.compile(vmap(loss_fn), fullgraph=True, backend="aot_eager")(x, y)
+
+    _assert_close(*_both(kind, run), rtol=1e-6, atol=1e-7)
