@@ -13,7 +13,9 @@ wall-clock medians with min-max, the ratio, peak RSS (``ru_maxrss`` of each chil
 ``os.wait4``), where the time goes (ours: ``--timings``; theirs: the script times itself;
 "startup" is wall time outside those stages: interpreter, imports before main, exit), and both
 models' log loss on the standardized data, computed here in float64 from the checkpoint and
-the coefficients (one harness for both). ``--busy`` runs one CPU-bound process beside it all.
+the coefficients (one harness for both; a child process, so that this one stays small: a
+child's peak RSS counts from its parent's at fork). ``--busy`` runs one CPU-bound process
+beside it all.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -155,8 +158,17 @@ def bench_size(tmp: Path, data: Path, n: int, d: int, rounds: int,
             res[name].append(run(jobs[name](r), env))
             if name == "ours" and r:
                 shutil.rmtree(tmp / f"run-{n}-{r}")  # keep round 0's for the log loss
-    return {"results": res, "loss": (ours_loss(tmp / f"run-{n}-0", data),
-                                     sklearn_loss(tmp / f"sk-{n}.npy", data, d))}
+    return {"results": res, "loss": (_loss_in_child("ours", tmp / f"run-{n}-0", data, d, env),
+                                     _loss_in_child("sklearn", tmp / f"sk-{n}.npy", data, d,
+                                                    env))}
+
+
+def _loss_in_child(kind: str, fitted: Path, data: Path, d: int, env: dict[str, str]) -> float:
+    # In a child: a child's ru_maxrss starts from this process's RSS at fork, so this one
+    # stays small (no torch, no X).
+    out = subprocess.run([sys.executable, __file__, "--log-loss", kind, str(fitted), str(data),
+                          str(d)], check=True, capture_output=True, text=True, env=env)
+    return float(out.stdout)
 
 
 def _med(xs: list[float]) -> str:
@@ -213,7 +225,14 @@ def main(argv: list[str] | None = None) -> None:
                         / "logreg-e2e", help="where the .npy folders are made (once)")
     parser.add_argument("--busy", action="store_true",
                         help="run one CPU-bound process beside every measurement")
+    parser.add_argument("--log-loss", nargs=4, metavar=("KIND", "FITTED", "DATA", "D"),
+                        help=argparse.SUPPRESS)  # used by the benchmark itself
     args = parser.parse_args(argv)
+    if args.log_loss:
+        kind, fitted, data, d = args.log_loss
+        fn = ours_loss if kind == "ours" else partial(sklearn_loss, d=int(d))
+        print(repr(fn(Path(fitted), Path(data))))
+        return
     env = dict(os.environ)
     spinner = subprocess.Popen([sys.executable, "-c", SPIN]) if args.busy else None
     try:
