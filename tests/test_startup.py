@@ -115,3 +115,19 @@ def test_train_command_reports_its_stages_and_exits_with_everything_written(tmp_
     bad = subprocess.run([sys.executable, "-m", "logreg_torch", "train", "nope.yaml"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_cli_makes_openmp_threads_sleep_unless_told_otherwise(given, expected) -> None:
+    """Set before torch loads (OpenMP reads it once); a user's own setting wins."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = (_cli("config", "configs/default.yaml") +
+            "\nimport os\nprint('policy', os.environ.get('OMP_WAIT_POLICY'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == f"policy {expected}"
