@@ -43,6 +43,22 @@ from logreg_torch.tracking import TensorBoardLogger
 __all__ = ["FitResult", "TrainingError", "evaluate", "fit", "load_config", "train_one_epoch"]
 
 
+# History keys -> TensorBoard tags. Time Series sorts groups and the cards in each by name:
+# so it opens on train/loss (then train/lr), then val/..., and last the weights group: the
+# gradient norm beside the weight histograms.
+TAGS = {"lr": "train/lr", "grad_norm": "weights/grad_norm"}
+# The HParams tab's metric columns (the first five ticked), the same for every run.
+HPARAM_METRICS = ("val/loss", "val/accuracy", "val/roc_auc", "val/log_loss", "train/loss",
+                  "val/precision", "val/recall", "val/f1", "val/average_precision",
+                  "val/brier", "val/ece")
+METRIC_DESCRIPTIONS = {
+    "val/loss": "the training criterion on the validation split (pos_weight and label "
+                "smoothing included, no l1/l2 penalty)",
+    "val/log_loss": "plain log loss of the probabilities against the true 0/1 labels",
+    "train/loss": "mean training criterion over the last epoch (no l1/l2 penalty)",
+}
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (a NaN/inf loss, say); one line for people."""
 
@@ -635,8 +651,8 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
                 bad_epochs += 1
             history.append(record)
             if (epoch + 1) % cfg.log.log_every == 0 or epoch + 1 == cfg.train.epochs:
-                logger.log_dict({k: v for k, v in record.items() if k not in ("epoch", "step")},
-                                epoch + 1)
+                logger.log_dict({TAGS.get(k, k): v for k, v in record.items()
+                                 if k not in ("epoch", "step")}, epoch + 1)
             hist_every = cfg.log.histogram_every
             if hist_every and (epoch + 1) % hist_every == 0:
                 logger.log_histograms(model, epoch + 1)
@@ -677,7 +693,8 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
             bar.close()
 
     test = evaluate(model, objective, Xt, yt, runtime) or None
-    _log_final(logger, cfg, model, objective, history, test, Xv, yv, runtime)
+    _log_final(logger, cfg, model, objective, history, test, Xv, yv, runtime,
+               data.label_map)
     logger.close()
     best = min(history, key=lambda r: r.get("val/loss", r["train/loss"])) if history else {}
     return FitResult(model=model, history=history, best=best, test=test, run_dir=run_dir,
@@ -706,28 +723,35 @@ def _check_resume_fits(state: dict, cfg: Config, data: Prepared, in_features: in
 
 def _log_final(logger: TensorBoardLogger, cfg: Config, model: nn.Module, objective: Objective,
                history: list[dict[str, float]], test: dict[str, float] | None, Xv: Tensor,
-               yv: Tensor, runtime: Runtime) -> None:
+               yv: Tensor, runtime: Runtime, label_map: dict[str, int]) -> None:
     if not history:
         return
-    final = {k: v for k, v in history[-1].items() if k.startswith(("val/", "train/"))}
+    from logreg_torch.tracking import class_names, run_hparams
+
+    final = history[-1]
+    logger.log_hparams(run_hparams(dataclasses.asdict(cfg)), HPARAM_METRICS,
+                       descriptions=METRIC_DESCRIPTIONS)
     if test:
-        final.update({f"test/{k}": v for k, v in test.items()})
-    final = {k: v for k, v in final.items() if math.isfinite(v)}
-    logger.log_hparams(dataclasses.asdict(cfg), final)
+        from logreg_torch.metrics import format_metrics_table
+
+        logger.log_text("test_metrics", "```\n" + format_metrics_table(test) + "\n```")
     if len(Xv):
+        names = class_names(label_map)
+        step = int(final["epoch"])
         probs = predict_proba(model, Xv, runtime)
-        logger.log_pr_curve("val/pr_curve", probs, yv, int(history[-1]["epoch"]))
+        logger.log_pr_curve("val/pr_curve", probs, yv, step, positive=names[1])
         from logreg_torch.tracking import (
             figures_available,
+            pr_curve_figure,
             probability_histogram_figure,
             reliability_figure,
         )
 
         if figures_available():
-            step = int(history[-1]["epoch"])
-            logger.log_figure("val/reliability", reliability_figure(probs, yv), step)
+            logger.log_figure("val/reliability", reliability_figure(probs, yv, names=names), step)
             logger.log_figure("val/probability_histogram",
-                              probability_histogram_figure(probs, yv), step)
+                              probability_histogram_figure(probs, yv, names), step)
+            logger.log_figure("val/precision_recall", pr_curve_figure(probs, yv, names), step)
 
 
 def resolved_config_of(state: dict) -> Config:

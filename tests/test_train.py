@@ -151,7 +151,7 @@ def test_scalars_each_epoch_match_history(tmp_path) -> None:
         expected = [r[tag] for r in result.history]
         # Event files hold float32.
         assert [e.value for e in events] == pytest.approx(expected, rel=1e-6, abs=1e-7)
-    assert [e.value for e in acc.Scalars("lr")] == pytest.approx([0.1, 0.1, 0.05, 0.05])
+    assert [e.value for e in acc.Scalars("train/lr")] == pytest.approx([0.1, 0.1, 0.05, 0.05])
 
 
 # ----------------------------------------------------------------------------- checkpoints
