@@ -30,6 +30,26 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return (ConfigError, DataError, CheckpointError, TrainingError, DistributedError, UsageError)
 
 
+CHECKPOINT_HELP = ("a checkpoint (last.pt, best.pt) or a run folder (its best.pt, else "
+                   "last.pt); given several, e.g. runs/default-*, the newest is used")
+
+
+def resolve_checkpoints(paths: Sequence[str]) -> Path:
+    """The checkpoint to use for ``paths`` (files or run folders): the newest of them by
+    modification time. Says on stderr which file was picked whenever it is not the one
+    path given."""
+    from logreg_torch.checkpoint import resolve_checkpoint
+
+    resolved = [resolve_checkpoint(p) for p in paths]
+    existing = [p for p in resolved if p.is_file()]
+    chosen = max(existing, key=lambda p: p.stat().st_mtime) if existing else resolved[0]
+    if len(paths) > 1:
+        print(f"using {chosen}, the newest of {len(paths)} checkpoints given", file=sys.stderr)
+    elif Path(paths[0]).is_dir():
+        print(f"using {chosen}", file=sys.stderr)
+    return chosen
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="logreg-torch",
@@ -43,14 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     p = sub.add_parser("evaluate", help="print every metric of a checkpoint on a data split")
-    p.add_argument("checkpoint", help="a last.pt or best.pt")
+    p.add_argument("checkpoint", nargs="+", help=CHECKPOINT_HELP)
     p.add_argument("--data", help="a labeled CSV (default: the run's test split, else val)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("predict", help="write the probability and label of each CSV row")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", nargs="+", help=CHECKPOINT_HELP)
     p.add_argument("input", help="CSV with the model's feature columns")
-    p.add_argument("--output", "-o", required=True, help="where to write the predictions CSV")
+    p.add_argument("--output", "-o", required=True,
+                   help="where to write the predictions: a .csv (the input's columns, then "
+                        "probability and prediction), or a .npy (the probabilities only)")
     p.add_argument("--threshold", type=float, default=0.5, help="probability for class 1")
 
     p = sub.add_parser("config", help="print the resolved config")
@@ -85,7 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(checkpoint: str):
+def _load(checkpoint: Path):
     from logreg_torch.checkpoint import load_checkpoint
     from logreg_torch.train import model_from_checkpoint
 
@@ -99,7 +121,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from logreg_torch.data import prepare, read_labeled
     from logreg_torch.train import evaluate, make_objective, resolved_config_of
 
-    state, model = _load(args.checkpoint)
+    checkpoint = resolve_checkpoints(args.checkpoint)
+    state, model = _load(checkpoint)
     cfg = resolved_config_of(state)
     dtype = next(model.parameters()).dtype
     if args.data:
@@ -119,7 +142,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         from logreg_torch.metrics import format_metrics_table
 
-        print(f"{args.checkpoint} on {where} ({len(X)} rows)")
+        print(f"{checkpoint} on {where} ({len(X)} rows)")
         print(format_metrics_table(metrics))
     return 0
 
@@ -133,7 +156,6 @@ def _bundled_target(cfg) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from logreg_torch.checkpoint import atomic_write
     from logreg_torch.data import read_csv, read_features_csv
     from logreg_torch.train import predict_proba
 
@@ -142,25 +164,45 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if Path(args.output).is_dir():
         raise UsageError(f"--output {args.output} is a folder; pass a file name such as "
                          f"{Path(args.output) / 'predictions.csv'}")
-    state, model = _load(args.checkpoint)
+    state, model = _load(resolve_checkpoints(args.checkpoint))
     X, rows = read_features_csv(args.input, state["feature_names"], state["preprocessing"])
     dtype = next(model.parameters()).dtype
-    probs = predict_proba(model, torch.tensor(X, dtype=dtype)).tolist()
-    by_class = {v: k for k, v in state["label_map"].items()}
-    header = read_csv(args.input).header
+    probs = predict_proba(model, torch.tensor(X, dtype=dtype)).double().numpy()
+    if Path(args.output).suffix.lower() == ".npy":
+        write = _npy_writer(probs)
+    else:
+        write = _csv_writer(read_csv(args.input).header, rows, probs, state["label_map"],
+                            args.threshold)
+    _write_output(args.output, write)
+    print(f"wrote {len(probs)} predictions to {args.output}")
+    return 0
+
+
+def _npy_writer(probs):
+    import numpy as np
+
+    return lambda f: np.save(f, probs, allow_pickle=False)
+
+
+def _csv_writer(header, rows, probs, label_map, threshold):
+    by_class = {v: k for k, v in label_map.items()}
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([*header, "probability", "prediction"])
-    for row, p in zip(rows, probs, strict=True):
-        writer.writerow([*row, f"{p:.6f}", by_class[int(p >= args.threshold)]])
+    for row, p in zip(rows, probs.tolist(), strict=True):
+        writer.writerow([*row, f"{p:.6f}", by_class[int(p >= threshold)]])
+    return lambda f: f.write(buf.getvalue().encode("utf-8"))
+
+
+def _write_output(output: str, write) -> None:
+    from logreg_torch.checkpoint import atomic_write
+
     try:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(args.output, lambda f: f.write(buf.getvalue().encode("utf-8")))
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(output, write)
     except OSError as e:  # a full disk, no permission, a file where a folder should be
         where = f" ({e.filename})" if e.filename else ""
-        raise UsageError(f"cannot write --output {args.output}: {e.strerror or e}{where}") from None
-    print(f"wrote {len(rows)} predictions to {args.output}")
-    return 0
+        raise UsageError(f"cannot write --output {output}: {e.strerror or e}{where}") from None
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -186,7 +228,28 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
             "config": cmd_config, "explain": cmd_explain}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
+    """Run one command; returns its exit code (0, 2 for a user mistake, 130 for Ctrl-C).
+
+    ``exiting=True`` (the console script) leaves Ctrl-C ignored after the command, so that
+    the interpreter's shutdown (joining threads, flushing files) is not cut either.
+    """
+    from logreg_torch.interrupts import handle_sigint
+
+    with handle_sigint(restore=not exiting):
+        try:
+            return _run(argv)
+        except KeyboardInterrupt as e:  # also one that lands while an error is reported
+            return _interrupted(e)
+
+
+def _interrupted(e: KeyboardInterrupt) -> int:
+    """Ctrl-C: the resume command when a run folder exists, else just 'interrupted'."""
+    print(f"\n{e}" if str(e) else "\ninterrupted", file=sys.stderr)
+    return 130
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = _parser()
     # Overrides may come before or after flags (train CONFIG --quiet a=1 b=2); argparse
     # stops a positional list at the first flag, so gather the rest here.
@@ -201,15 +264,43 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.overrides += extra  # load_config names any that is not key=value
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    _preload(args.command)
     try:
         return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        raise  # before the clause below: it imports modules, and Ctrl-C may have cut one
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as e:
-        print(f"\n{e}" if str(e) else "\ninterrupted", file=sys.stderr)
-        return 130
+
+
+# What each command imports anyway. Imported up front with Ctrl-C held until they are in: an
+# import cut in the middle (torch registers C++ operators as it loads) leaves a process that
+# fails on the next import, even the one that reports the interrupt.
+PRELOAD = {
+    "train": ("logreg_torch.train", "torch.utils.tensorboard",
+              "torchmetrics.functional.classification"),
+    "evaluate": ("logreg_torch.train", "torchmetrics.functional.classification"),
+    "predict": ("logreg_torch.train",),
+    "config": ("logreg_torch.config",),
+    "explain": ("logreg_torch.explain",),
+}
+
+
+def _preload(command: str) -> None:
+    import importlib
+
+    from logreg_torch.interrupts import critical
+
+    with critical():
+        for name in PRELOAD.get(command, ()):
+            importlib.import_module(name)
+
+
+def console_main() -> None:
+    """The ``logreg-torch`` script."""
+    sys.exit(main(exiting=True))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -10,13 +10,16 @@ by the figure builders (drawing is the slow part of a tiny run, not the import).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import Tensor, nn
+
+from logreg_torch.interrupts import critical
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -88,6 +91,18 @@ def run_hparams(config: Mapping[str, Any] | Any) -> dict[str, HParamValue]:
     return {key: flat[key] for key in RUN_HPARAMS if key in flat}
 
 
+def _uncut(method: Callable) -> Callable:
+    """Ctrl-C waits for the writer call to finish: cut inside SummaryWriter, it can leave its
+    background thread writing to a file already closed."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with critical():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
 class TensorBoardLogger:
     """Writes scalars, histograms, PR curves, text, figures and hparams into one run folder.
 
@@ -105,11 +120,13 @@ class TensorBoardLogger:
 
             self._writer = SummaryWriter(log_dir=str(self.run_dir))
 
+    @_uncut
     def log(self, tag: str, value: float | Tensor, step: int) -> None:
         """One scalar. A tensor value is read with ``float()`` (a CUDA sync)."""
         if self._writer is not None:
             self._writer.add_scalar(tag, float(value), global_step=step)
 
+    @_uncut
     def log_dict(self, metrics: Mapping[str, float], step: int, prefix: str = "") -> None:
         """Several scalars; ``prefix="val"`` gives tags ``val/loss``, ``val/accuracy``, ..."""
         if self._writer is None:
@@ -118,6 +135,7 @@ class TensorBoardLogger:
         for name, value in metrics.items():
             self.log(f"{prefix}/{name}" if prefix else name, value, step)
 
+    @_uncut
     def log_histograms(self, model: nn.Module, step: int) -> None:
         """One histogram per named parameter (weights and biases): ``weights/linear.weight``.
 
@@ -131,6 +149,7 @@ class TensorBoardLogger:
             if values.size and np.isfinite(values).all():
                 self._writer.add_histogram(f"weights/{name}", values, global_step=step)
 
+    @_uncut
     def log_pr_curve(self, tag: str, probs: ArrayLike, targets: ArrayLike, step: int,
                      positive: str = "1") -> None:
         """Precision-recall curve from probabilities and 0/1 targets.
@@ -151,16 +170,19 @@ class TensorBoardLogger:
             f"per probability threshold.")
         self._writer._get_file_writer().add_summary(summary, step)
 
+    @_uncut
     def log_text(self, tag: str, text: str, step: int = 0) -> None:
         """Markdown text (e.g. the resolved config in a code block)."""
         if self._writer is not None:
             self._writer.add_text(tag, text, global_step=step)
 
+    @_uncut
     def log_figure(self, tag: str, figure: Figure, step: int) -> None:
         """A matplotlib figure, rendered to an image; the figure is closed afterwards."""
         if self._writer is not None:
             self._writer.add_figure(tag, figure, global_step=step, close=True)
 
+    @_uncut
     def log_custom_scalars_layout(
         self, charts: Mapping[str, list[str]] | None = None, category: str = "curves"
     ) -> None:
@@ -174,6 +196,7 @@ class TensorBoardLogger:
         layout = {category: {name: ["Multiline", list(tags)] for name, tags in charts.items()}}
         self._writer.add_custom_scalars(layout)
 
+    @_uncut
     def log_hparams(self, hparams: Mapping[str, Any] | Any, metric_tags: Iterable[str],
                     step: int = 0, shown: Iterable[str] = SHOWN_HPARAMS,
                     descriptions: Mapping[str, str] | None = None) -> None:
@@ -209,11 +232,13 @@ class TensorBoardLogger:
         for summary in (experiment, start, end):
             file_writer.add_summary(summary, step)
 
+    @_uncut
     def flush(self) -> None:
         """Write pending events to disk now."""
         if self._writer is not None:
             self._writer.flush()
 
+    @_uncut
     def close(self) -> None:
         """Flush and close the events file; later calls are no-ops."""
         if self._writer is not None:
