@@ -64,12 +64,14 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="print every metric of a checkpoint on a data split")
     p.add_argument("checkpoint", nargs="+", help=CHECKPOINT_HELP)
-    p.add_argument("--data", help="a labeled CSV (default: the run's test split, else val)")
+    p.add_argument("--data", help="labeled rows: a CSV, an npy folder, X.npy, an .npz, shards, "
+                                  "or a bundled name (default: the run's test split, else val)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    p = sub.add_parser("predict", help="write the probability and label of each CSV row")
+    p = sub.add_parser("predict", help="write the probability and label of each row")
     p.add_argument("checkpoint", nargs="+", help=CHECKPOINT_HELP)
-    p.add_argument("input", help="CSV with the model's feature columns")
+    p.add_argument("input", help="rows to score: a CSV with the model's feature columns, an "
+                                 "npy folder, X.npy, an .npz, shards, or a bundled name")
     p.add_argument("--output", "-o", required=True,
                    help="where to write the predictions: a .csv (the input's columns, then "
                         "probability and prediction), or a .npy (the probabilities only)")
@@ -118,7 +120,7 @@ def _load(checkpoint: Path):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from logreg_torch.data import prepare, read_labeled
+    from logreg_torch.data import prepare, read_rows
     from logreg_torch.loop import evaluate
     from logreg_torch.objective import make_objective
     from logreg_torch.predict import resolved_config_of
@@ -128,9 +130,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = resolved_config_of(state)
     dtype = next(model.parameters()).dtype
     if args.data:
-        X, y = read_labeled(args.data, cfg.data.target or _bundled_target(cfg),
-                            state["feature_names"], state["label_map"], state["preprocessing"])
-        X, y = torch.tensor(X, dtype=dtype), torch.tensor(y, dtype=dtype)
+        rows = read_rows(args.data, state["feature_names"], state["preprocessing"],
+                         state["label_map"], cfg.data.target or _bundled_target(cfg), labels=True)
+        X, y = torch.tensor(rows.X, dtype=dtype), torch.tensor(rows.y, dtype=dtype)
         where = args.data
     else:
         data = prepare(cfg.data, cfg.train.seed, dtype=dtype)
@@ -158,7 +160,7 @@ def _bundled_target(cfg) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from logreg_torch.data import read_csv, read_features_csv
+    from logreg_torch.data import read_rows
     from logreg_torch.predict import predict_proba
 
     if not 0.0 <= args.threshold <= 1.0:
@@ -167,14 +169,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--output {args.output} is a folder; pass a file name such as "
                          f"{Path(args.output) / 'predictions.csv'}")
     state, model = _load(resolve_checkpoints(args.checkpoint))
-    X, rows = read_features_csv(args.input, state["feature_names"], state["preprocessing"])
+    rows = read_rows(args.input, state["feature_names"], state["preprocessing"],
+                     state["label_map"])
     dtype = next(model.parameters()).dtype
-    probs = predict_proba(model, torch.tensor(X, dtype=dtype)).double().numpy()
+    probs = predict_proba(model, torch.tensor(rows.X, dtype=dtype)).double().numpy()
     if Path(args.output).suffix.lower() == ".npy":
         write = _npy_writer(probs)
-    else:
-        write = _csv_writer(read_csv(args.input).header, rows, probs, state["label_map"],
-                            args.threshold)
+    else:  # arrays have no rows to echo: then only the two new columns
+        write = _csv_writer(rows.header or [], rows.rows or [[]] * len(probs), probs,
+                            state["label_map"], args.threshold)
     _write_output(args.output, write)
     print(f"wrote {len(probs)} predictions to {args.output}")
     return 0

@@ -14,6 +14,9 @@ def _load_npy(path: str | Path, positive_label: str | None, chunk_size: int) -> 
     p = Path(path)
     try:
         if p.is_dir():
+            if not (p / "X.npy").is_file() and any(p.glob("X-*.npy")):
+                raise DataError("holds shards X-*.npy, which only streaming reads; add "
+                                "data.streaming=true (or save one X.npy and y.npy)", path)
             for name in ("X.npy", "y.npy"):
                 if not (p / name).is_file():
                     raise DataError(f"no {name} (a folder for source npy holds X.npy and y.npy)",
