@@ -22,6 +22,7 @@ from logreg_torch.data import Prepared, Stream, prepare, prepare_streaming
 from logreg_torch.loop import evaluate, train_one_epoch, train_one_epoch_streaming
 from logreg_torch.model import build_model
 from logreg_torch.objective import Objective, fast_path_applies, make_objective
+from logreg_torch.predict import predict_logits
 from logreg_torch.runs import (
     TAGS,
     Checkpoints,
@@ -87,6 +88,8 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
     resume_state = load_checkpoint(cfg.train.resume) if cfg.train.resume else None
     t = _set_up(cfg, runtime)
     progress = Progress() if resume_state is None else _resume(t, resume_state)
+    if resume_state is None:
+        progress.first_loss = _initial_loss(t)
     run_dir = _run_dir(cfg, runtime, resumed=resume_state is not None)
     logger = TensorBoardLogger(run_dir, enabled=runtime.is_main)
     if resume_state is None:
@@ -274,8 +277,16 @@ def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBo
     cfg = t.cfg
     for epoch in range(progress.epoch, cfg.train.epochs):
         done = epoch + 1
-        train_loss, grad_norm = _train_epoch(t, progress, epoch)
-        _check_finite(t, train_loss, done, progress.step, ckpt.last_good)
+        try:
+            train_loss, grad_norm = _train_epoch(t, progress, epoch)
+        except RuntimeError as e:  # torch.optim's step size itself overflows (Adam, lr=1e38)
+            if "without overflow" not in str(e):
+                raise
+            raise diverged(t, "the optimizer's step overflowed", done, progress.step,
+                           ckpt.last_good) from None
+        why = _divergence(t, progress, train_loss)
+        if why is not None:
+            raise diverged(t, why, done, progress.step, ckpt.last_good)
         record: dict[str, float] = {"epoch": done, "step": progress.step,
                                     "train/loss": train_loss,
                                     "lr": t.optimizer.param_groups[0]["lr"],
@@ -314,14 +325,40 @@ def _train_epoch(t: Training, progress: Progress, epoch: int) -> tuple[float, fl
                            n_global=t.n_global, **epoch_args)
 
 
-def _check_finite(t: Training, train_loss: float, done: int, step: int,
-                  last_good: Path | None) -> None:
-    if not math.isfinite(train_loss) or not _finite_params(t.model):
-        where = f"{last_good}" if last_good else "none was written yet"
-        raise TrainingError(
-            f"the loss became {train_loss} at epoch {done} (step {step}); try a "
-            f"smaller optim.lr (now {t.cfg.optim.lr}) or train.grad_clip; last good "
-            f"checkpoint: {where}")
+# A run has diverged when its training loss or its parameters stop being finite, or when the
+# loss has grown past DIVERGENCE_FACTOR times the loss of the model it started from (on the
+# validation split, else the training rows): no run worth going on with climbs that far.
+DIVERGENCE_FACTOR = 1e4
+
+
+def _initial_loss(t: Training) -> float | None:
+    """The criterion of the untrained model: the yardstick of the divergence rule."""
+    X, y = t.val if len(t.val[0]) else (t.X, t.y)
+    if len(X) == 0 or (X is t.X and t.runtime.world_size > 1):  # shards differ across ranks
+        return None
+    loss = float(t.objective.data_loss(predict_logits(t.model, X, t.runtime), y))
+    return loss if math.isfinite(loss) and loss > 0 else None
+
+
+def _divergence(t: Training, progress: Progress, train_loss: float) -> str | None:
+    """Why the run has diverged, or None."""
+    if not math.isfinite(train_loss):
+        return f"the training loss is {train_loss}"
+    if not _finite_params(t.model):
+        return "the parameters hold inf or NaN"
+    first = progress.first_loss
+    if first is not None and train_loss > DIVERGENCE_FACTOR * first:
+        return (f"the training loss {train_loss:.3g} is over {DIVERGENCE_FACTOR:g} times the "
+                f"initial {first:.4g}")
+    return None
+
+
+def diverged(t: Training, why: str, done: int, step: int, last_good: Path | None) -> TrainingError:
+    """The one line a diverged run ends with; the last good checkpoint is left as it was."""
+    where = f"{last_good}" if last_good else "none was written yet"
+    return TrainingError(
+        f"training diverged at epoch {done} (step {step}): {why}; last good checkpoint: "
+        f"{where}; try a smaller optim.lr (now {t.cfg.optim.lr:g})")
 
 
 def _finite_params(model: nn.Module) -> bool:

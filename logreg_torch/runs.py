@@ -69,11 +69,13 @@ class Progress:
     history: list[dict[str, float]] = field(default_factory=list)
     best_loss: float = math.inf
     bad_epochs: int = 0  # epochs since the monitored loss last improved
+    first_loss: float | None = None  # the untrained model's loss: the divergence yardstick
 
     @classmethod
     def from_checkpoint(cls, state: dict) -> Progress:
         return cls(state["epoch"], state["step"], list(state.get("history", [])),
-                   state.get("best_loss", math.inf), state.get("bad_epochs", 0))
+                   state.get("best_loss", math.inf), state.get("bad_epochs", 0),
+                   state.get("first_loss"))
 
     def count_step(self) -> None:
         self.step += 1
@@ -113,6 +115,7 @@ def checkpoint_state(cfg: Config, data: Prepared, model: nn.Module,
         "history": progress.history,
         "best_loss": progress.best_loss,
         "bad_epochs": progress.bad_epochs,
+        "first_loss": progress.first_loss,
     }
 
 

@@ -145,7 +145,9 @@ class TensorBoardLogger:
         if self._writer is None:
             return
         for name, param in _unwrap(model).named_parameters():
-            values = _to_numpy(param)
+            # float64: the bin edges of float32 values near 1e38 overflow to inf and leave
+            # every bin empty.
+            values = _to_numpy(param).astype(np.float64)
             if values.size and np.isfinite(values).all():
                 self._writer.add_histogram(f"weights/{name}", values, global_step=step)
 

@@ -295,3 +295,14 @@ def test_flatten_hparams() -> None:
         "dc.hidden": "[64]",
     }
     assert all(isinstance(v, (str, float, int, bool)) for v in flat.values())
+
+
+def test_histograms_of_huge_float32_weights(tmp_path: Path) -> None:
+    # float32 weights near 1e38: binned in float64, or every bin comes out empty.
+    model = LogisticRegression(3)
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.tensor([[-3e38, 1.0, 3e38]]))
+    with TensorBoardLogger(tmp_path) as logger:
+        logger.log_histograms(model, 0)
+    (event,) = _read(tmp_path).Histograms("weights/linear.weight")
+    assert event.histogram_value.num == 3
