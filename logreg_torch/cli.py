@@ -101,9 +101,9 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{last.get('train/loss', float('nan')):.4f}")
         val = {k[4:]: v for k, v in last.items() if k.startswith("val/")}
         if val:
-            print("validation metrics:\n" + format_metrics_table(val))
+            print("validation metrics:\n" + format_metrics_table(val, note=_loss_note(cfg)))
         if result.test:
-            print("test metrics:\n" + format_metrics_table(result.test))
+            print("test metrics:\n" + format_metrics_table(result.test, note=_loss_note(cfg)))
         print(f"run folder: {result.run_dir} (checkpoints last.pt, best.pt)")
         print("see the curves with: tensorboard --logdir runs")
     return 0
@@ -147,8 +147,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from logreg_torch.metrics import format_metrics_table
 
         print(f"{checkpoint} on {where} ({len(X)} rows)")
-        print(format_metrics_table(metrics))
+        print(format_metrics_table(metrics, note=_loss_note(cfg)))
     return 0
+
+
+def _loss_note(cfg) -> str | None:
+    from logreg_torch.metrics import loss_note
+
+    return loss_note(cfg.loss.pos_weight, cfg.loss.label_smoothing)
 
 
 def _bundled_target(cfg) -> str:

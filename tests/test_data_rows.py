@@ -124,3 +124,41 @@ def test_shards_without_streaming_suggest_it(npy_run, tmp_path, capsys) -> None:
                      f"log.run_dir={tmp_path / 'r'}", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "data.streaming=true" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_npy_config_says_how_to_make_its_data(tmp_path, monkeypatch, capsys) -> None:
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    argv = ["train", str(REPO / "configs" / "npy.yaml"), "train.epochs=1",
+            "log.histogram_every=0", "--quiet"]
+    assert cli.main(argv) == 2
+    line = capsys.readouterr().err.strip()
+    hint = line.split("make one with: ", 1)[1]
+    assert hint.startswith("python scripts/make_dataset.py data/synthetic "), line
+    # The hint, run as printed (from the repository's scripts), makes data the config trains on.
+    words = hint.split()
+    subprocess.run([sys.executable, str(REPO / words[1]), *words[2:]], check=True,
+                   capture_output=True, timeout=60)
+    assert cli.main(argv) == 0
+
+
+@pytest.mark.parametrize("overrides, note", [
+    ([], None),
+    (["loss.pos_weight=2"], "loss.pos_weight=2.0"),
+    (["loss.label_smoothing=0.1"], "loss.label_smoothing=0.1 (targets 0.05 and 0.95)"),
+])
+def test_tables_say_why_loss_and_log_loss_differ(overrides, note, tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    assert cli.main(["train", str(DEFAULT), "train.epochs=2", "log.histogram_every=0",
+                     *overrides, f"log.run_dir={run}"]) == 0
+    out = capsys.readouterr().out
+    assert cli.main(["evaluate", str(run / "best.pt")]) == 0
+    table = capsys.readouterr().out
+    for text in (out, table):
+        if note is None:
+            assert "note:" not in text
+        else:
+            assert note in text and "log_loss is the plain log loss" in text, text
