@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from logreg_torch.checkpoint import load_checkpoint
+from logreg_torch.checkpoint import load_checkpoint, resolve_checkpoint
 from logreg_torch.config import Config, ConfigError, config_from_dict, config_to_yaml, save_config
 from logreg_torch.data import Prepared, Stream, prepare, prepare_streaming
 from logreg_torch.loop import evaluate, train_one_epoch, train_one_epoch_streaming
@@ -30,6 +30,7 @@ from logreg_torch.runs import (
     Progress,
     TrainingError,
     check_resume_fits,
+    check_resume_name,
     checkpoint_state,
     log_final,
     new_run_dir,
@@ -85,13 +86,21 @@ def _is_dist_failure(e: RuntimeError) -> bool:
 def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
     runtime = resolve_runtime(cfg.train.device, cfg.train.precision, rank, world)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    resume_state = load_checkpoint(cfg.train.resume) if cfg.train.resume else None
+    resume_state = None
+    if cfg.train.resume:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+            cfg.train, resume=str(resolve_checkpoint(cfg.train.resume, prefer=("last.pt",)))))
+        resume_state = load_checkpoint(cfg.train.resume)
+        check_resume_name(cfg, resume_state)
     t = _set_up(cfg, runtime)
     progress = Progress() if resume_state is None else _resume(t, resume_state)
     if resume_state is None:
         progress.first_loss = _initial_loss(t)
     run_dir = _run_dir(cfg, runtime, resumed=resume_state is not None)
-    logger = TensorBoardLogger(run_dir, enabled=runtime.is_main)
+    # A resume goes on in the same run (one folder, one run in TensorBoard), from the step
+    # after its checkpoint's epoch.
+    logger = TensorBoardLogger(run_dir, enabled=runtime.is_main,
+                               purge_step=None if resume_state is None else progress.epoch + 1)
     if resume_state is None:
         logger.log_custom_scalars_layout()
         logger.log_text("config", "```\n" + config_to_yaml(cfg) + "\n```")

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from logreg_torch.checkpoint import CheckpointError, save_checkpoint
-from logreg_torch.config import Config
+from logreg_torch.config import Config, ConfigError
 from logreg_torch.data import Prepared
 from logreg_torch.objective import Objective
 from logreg_torch.predict import predict_proba
@@ -126,6 +126,17 @@ def check_resume_fits(state: dict, cfg: Config, in_features: int) -> None:
             f"cannot resume from {cfg.train.resume}: it holds a {args['name']} model with "
             f"{args['in_features']} features, the config builds {cfg.model.name} with "
             f"{in_features}")
+
+
+def check_resume_name(cfg: Config, state: dict) -> None:
+    """A resume continues its run, in its folder, under its name: another ``log.name`` is a
+    mistake (say so) rather than a rename that would not happen."""
+    name = state.get("config", {}).get("log", {}).get("name")
+    if name is not None and cfg.log.name != name:
+        raise ConfigError(
+            f"log.name={cfg.log.name!r} with train.resume: a resumed run continues run "
+            f"{name!r} in its own folder ({Path(cfg.train.resume).parent}); drop log.name, "
+            f"or start a new run without train.resume")
 
 
 @dataclass

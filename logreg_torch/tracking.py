@@ -110,7 +110,11 @@ class TensorBoardLogger:
     Usable as a context manager; ``close`` is idempotent.
     """
 
-    def __init__(self, run_dir: str | Path, enabled: bool = True) -> None:
+    def __init__(self, run_dir: str | Path, enabled: bool = True,
+                 purge_step: int | None = None) -> None:
+        """``purge_step`` (a resumed run: its first new step) tells TensorBoard to drop the
+        points at that step and later that earlier events files in the folder hold, so that
+        epochs logged after the checkpoint a resume starts from are not drawn twice."""
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self._writer = None
@@ -118,7 +122,7 @@ class TensorBoardLogger:
             # Imported here so that disabled ranks never load the tensorboard package.
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.run_dir))
+            self._writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
 
     @_uncut
     def log(self, tag: str, value: float | Tensor, step: int) -> None:
