@@ -308,9 +308,12 @@ def _preload(command: str) -> None:
             importlib.import_module(name)
 
 
-def console_main() -> None:
-    """The ``logreg-torch`` script."""
-    sys.exit(main(exiting=True))
+def console_main(argv: Sequence[str] | None = None, stderr: str | None = None) -> None:
+    """The ``logreg-torch`` script: ``main`` as a whole process, exiting with its code.
+    ``stderr``: a file to write the messages to instead (a process started by a test)."""
+    if stderr is not None:
+        sys.stderr = open(stderr, "w", buffering=1)  # noqa: SIM115 (the process's own stderr)
+    sys.exit(main(argv, exiting=True))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from logreg_torch.runs import (
     checkpoint_state,
     log_final,
     new_run_dir,
+    resume_line,
 )
 from logreg_torch.runtime import (
     DistributedError,
@@ -106,7 +107,13 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
         logger.log_text("config", "```\n" + config_to_yaml(cfg) + "\n```")
     ckpt = _checkpoints(cfg, runtime, run_dir, progress, resumed=resume_state is not None)
     stopped_early = _train(t, progress, ckpt, logger, quiet)
-    return _finish(t, progress, logger, run_dir, stopped_early)
+    try:
+        return _finish(t, progress, logger, run_dir, stopped_early)
+    except KeyboardInterrupt:
+        logger.close()
+        raise KeyboardInterrupt(  # a resume with no epoch left writes the summary again
+            f"interrupted while writing the final summary (the checkpoints are complete); "
+            f"{resume_line(run_dir)}") from None
 
 
 # ----------------------------------------------------------------------------- set up
@@ -270,9 +277,7 @@ def _train(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBoa
         logger.close()
         if bar is not None:
             bar.close()
-        raise KeyboardInterrupt(
-            f"interrupted; resume with: logreg-torch train {ckpt.run_dir / 'config.yaml'} "
-            f"train.resume={ckpt.run_dir / 'last.pt'}") from None
+        raise KeyboardInterrupt(f"interrupted; {resume_line(ckpt.run_dir)}") from None
     except Exception:
         logger.close()  # flush what was logged up to the failure
         raise

@@ -128,6 +128,12 @@ def check_resume_fits(state: dict, cfg: Config, in_features: int) -> None:
             f"{in_features}")
 
 
+def resume_line(run_dir: Path) -> str:
+    """The command that goes on with the run in ``run_dir``."""
+    return (f"resume with: logreg-torch train {run_dir / 'config.yaml'} "
+            f"train.resume={run_dir / 'last.pt'}")
+
+
 def check_resume_name(cfg: Config, state: dict) -> None:
     """A resume continues its run, in its folder, under its name: another ``log.name`` is a
     mistake (say so) rather than a rename that would not happen."""
