@@ -32,6 +32,8 @@ from logreg_torch.runs import (
     check_resume_fits,
     check_resume_name,
     checkpoint_state,
+    diverged,
+    divergence,
     log_final,
     new_run_dir,
     resume_line,
@@ -296,11 +298,11 @@ def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBo
         except RuntimeError as e:  # torch.optim's step size itself overflows (Adam, lr=1e38)
             if "without overflow" not in str(e):
                 raise
-            raise diverged(t, "the optimizer's step overflowed", done, progress.step,
-                           ckpt.last_good) from None
-        why = _divergence(t, progress, train_loss)
+            raise diverged("the optimizer's step overflowed", done, progress.step,
+                           ckpt.last_good, cfg.optim.lr) from None
+        why = divergence(train_loss, t.model, progress.first_loss)
         if why is not None:
-            raise diverged(t, why, done, progress.step, ckpt.last_good)
+            raise diverged(why, done, progress.step, ckpt.last_good, cfg.optim.lr)
         record: dict[str, float] = {"epoch": done, "step": progress.step,
                                     "train/loss": train_loss,
                                     "lr": t.optimizer.param_groups[0]["lr"],
@@ -339,12 +341,6 @@ def _train_epoch(t: Training, progress: Progress, epoch: int) -> tuple[float, fl
                            n_global=t.n_global, **epoch_args)
 
 
-# A run has diverged when its training loss or its parameters stop being finite, or when the
-# loss has grown past DIVERGENCE_FACTOR times the loss of the model it started from (on the
-# validation split, else the training rows): no run worth going on with climbs that far.
-DIVERGENCE_FACTOR = 1e4
-
-
 def _initial_loss(t: Training) -> float | None:
     """The criterion of the untrained model: the yardstick of the divergence rule."""
     X, y = t.val if len(t.val[0]) else (t.X, t.y)
@@ -352,31 +348,6 @@ def _initial_loss(t: Training) -> float | None:
         return None
     loss = float(t.objective.data_loss(predict_logits(t.model, X, t.runtime), y))
     return loss if math.isfinite(loss) and loss > 0 else None
-
-
-def _divergence(t: Training, progress: Progress, train_loss: float) -> str | None:
-    """Why the run has diverged, or None."""
-    if not math.isfinite(train_loss):
-        return f"the training loss is {train_loss}"
-    if not _finite_params(t.model):
-        return "the parameters hold inf or NaN"
-    first = progress.first_loss
-    if first is not None and train_loss > DIVERGENCE_FACTOR * first:
-        return (f"the training loss {train_loss:.3g} is over {DIVERGENCE_FACTOR:g} times the "
-                f"initial {first:.4g}")
-    return None
-
-
-def diverged(t: Training, why: str, done: int, step: int, last_good: Path | None) -> TrainingError:
-    """The one line a diverged run ends with; the last good checkpoint is left as it was."""
-    where = f"{last_good}" if last_good else "none was written yet"
-    return TrainingError(
-        f"training diverged at epoch {done} (step {step}): {why}; last good checkpoint: "
-        f"{where}; try a smaller optim.lr (now {t.cfg.optim.lr:g})")
-
-
-def _finite_params(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def _log_epoch(logger: TensorBoardLogger, cfg: Config, model: nn.Module,

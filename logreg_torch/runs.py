@@ -168,6 +168,35 @@ class Checkpoints:
             self.last_good = self.run_dir / "last.pt"
 
 
+# ----------------------------------------------------------------------------- divergence
+
+# A run has diverged when its training loss or its parameters stop being finite, or when the
+# loss has grown past DIVERGENCE_FACTOR times the loss of the model it started from (on the
+# validation split, else the training rows): no run worth going on with climbs that far.
+DIVERGENCE_FACTOR = 1e4
+
+
+def divergence(train_loss: float, model: nn.Module, first_loss: float | None) -> str | None:
+    """Why the run has diverged after an epoch with this training loss, or None."""
+    if not math.isfinite(train_loss):
+        return f"the training loss is {train_loss}"
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return "the parameters hold inf or NaN"
+    if first_loss is not None and train_loss > DIVERGENCE_FACTOR * first_loss:
+        return (f"the training loss {train_loss:.3g} is over {DIVERGENCE_FACTOR:g} times the "
+                f"initial {first_loss:.4g}")
+    return None
+
+
+def diverged(why: str, epoch: int, step: int, last_good: Path | None,
+             lr: float) -> TrainingError:
+    """The one line a diverged run ends with; the last good checkpoint is left as it was."""
+    where = f"{last_good}" if last_good else "none was written yet"
+    return TrainingError(
+        f"training diverged at epoch {epoch} (step {step}): {why}; last good checkpoint: "
+        f"{where}; try a smaller optim.lr (now {lr:g})")
+
+
 # ----------------------------------------------------------------------------- final report
 
 
