@@ -271,11 +271,12 @@ def _train(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBoa
     try:
         return _epochs(t, progress, ckpt, logger, bar)
     except KeyboardInterrupt:
-        # Keep what was learned. The model may be mid-epoch now: when last.pt already holds
-        # the last finished epoch, keep it, so that a resume replays whole epochs exactly.
+        # Keep what was learned. The model may be mid-epoch now: last.pt gets the state of
+        # the last finished epoch (already there, or the copy taken when it finished), so that
+        # a resume replays whole epochs exactly.
         finished = int(progress.history[-1]["epoch"]) if progress.history else progress.epoch
-        if ckpt.saved_epoch != finished:
-            ckpt.save("last.pt", finished, partial(t.state, progress, finished))
+        if ckpt.saved_epoch != finished and ckpt.pending is not None:
+            ckpt.save("last.pt", finished, lambda: ckpt.pending)
         logger.close()
         if bar is not None:
             bar.close()
@@ -291,6 +292,7 @@ def _train(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBoa
 def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBoardLogger,
             bar) -> bool:
     cfg = t.cfg
+    ckpt.keep_unsaved(progress.epoch, partial(t.state, progress, progress.epoch))
     for epoch in range(progress.epoch, cfg.train.epochs):
         done = epoch + 1
         try:
@@ -322,6 +324,7 @@ def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBo
             bar.update(1)
             bar.set_postfix(train_loss=f"{train_loss:.4f}",
                             val_loss=f"{val['loss']:.4f}" if val else "-")
+        ckpt.keep_unsaved(done, partial(t.state, progress, done))
         if _should_stop(t, progress):
             if done % cfg.train.checkpoint_every != 0:
                 ckpt.save("last.pt", done, partial(t.state, progress, done))

@@ -3,6 +3,7 @@ final TensorBoard summary, and ``FitResult``."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -154,6 +155,14 @@ class Checkpoints:
     is_main: bool
     last_good: Path | None  # until this run writes last.pt, the checkpoint it resumed from
     saved_epoch: int | None  # the epoch run_dir/last.pt holds, when known
+    # A copy of the last finished epoch's state while last.pt holds an older one
+    # (train.checkpoint_every > 1): what Ctrl-C writes, rather than a model mid-epoch.
+    pending: dict[str, Any] | None = None
+
+    def keep_unsaved(self, epoch: int, state: Callable[[], dict[str, Any]]) -> None:
+        """After an epoch (or before the first): copy its state unless last.pt holds it."""
+        if self.is_main:
+            self.pending = None if self.saved_epoch == epoch else copy.deepcopy(state())
 
     def save(self, name: str, epoch: int, state: Callable[[], dict[str, Any]]) -> None:
         if self.is_main:
