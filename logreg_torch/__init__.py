@@ -1,13 +1,11 @@
 """logreg_torch: hand-written binary cross-entropy and logistic regression in PyTorch.
 
-The losses are imported on first use (``logreg_torch.BCELoss`` or ``from logreg_torch import
-BCELoss``), not by ``import logreg_torch``: the ``logreg-torch`` command imports this package,
-and ``--help`` or ``config`` should not pay for importing torch.
+The losses load on first use (PEP 562), so that ``import logreg_torch.cli`` does not import
+torch: the command line then handles Ctrl-C from its first moment, torch's import included.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -30,7 +28,9 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        return getattr(importlib.import_module("logreg_torch.losses"), name)
+        from logreg_torch import losses
+
+        return getattr(losses, name)
     raise AttributeError(f"module 'logreg_torch' has no attribute {name!r}")
 
 

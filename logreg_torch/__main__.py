@@ -1,5 +1,5 @@
 """``python -m logreg_torch`` is the ``logreg-torch`` command."""
 
-from logreg_torch.cli import run
+from logreg_torch.cli import console_main
 
-run()
+console_main()

@@ -58,6 +58,22 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
                               f"before, if any, is unchanged") from None
 
 
+def resolve_checkpoint(path: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")
+                       ) -> Path:
+    """``path`` itself when it is a file; for a run folder the first of ``prefer`` in it.
+
+    A folder holding none of them is a CheckpointError naming what it looked for.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in prefer:
+        if (path / name).is_file():
+            return path / name
+    raise CheckpointError(f"{path} is a folder without {' or '.join(prefer)}; pass a run "
+                          f"folder (runs/<name>-<time>) or a checkpoint file")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint we wrote; anything else is a CheckpointError, never arbitrary code
     (``weights_only=True`` unpickles tensors and plain containers only)."""

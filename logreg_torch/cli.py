@@ -32,6 +32,26 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return (ConfigError, DataError, CheckpointError, TrainingError, DistributedError, UsageError)
 
 
+CHECKPOINT_HELP = ("a checkpoint (last.pt, best.pt) or a run folder (its best.pt, else "
+                   "last.pt); given several, e.g. runs/default-*, the newest is used")
+
+
+def resolve_checkpoints(paths: Sequence[str]) -> Path:
+    """The checkpoint to use for ``paths`` (files or run folders): the newest of them by
+    modification time. Says on stderr which file was picked whenever it is not the one
+    path given."""
+    from logreg_torch.checkpoint import resolve_checkpoint
+
+    resolved = [resolve_checkpoint(p) for p in paths]
+    existing = [p for p in resolved if p.is_file()]
+    chosen = max(existing, key=lambda p: p.stat().st_mtime) if existing else resolved[0]
+    if len(paths) > 1:
+        print(f"using {chosen}, the newest of {len(paths)} checkpoints given", file=sys.stderr)
+    elif Path(paths[0]).is_dir():
+        print(f"using {chosen}", file=sys.stderr)
+    return chosen
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="logreg-torch",
@@ -48,14 +68,18 @@ def _parser() -> argparse.ArgumentParser:
                         "logging) as one JSON line on stderr")
 
     p = sub.add_parser("evaluate", help="print every metric of a checkpoint on a data split")
-    p.add_argument("checkpoint", help="a last.pt or best.pt")
-    p.add_argument("--data", help="a labeled CSV (default: the run's test split, else val)")
+    p.add_argument("checkpoint", nargs="+", help=CHECKPOINT_HELP)
+    p.add_argument("--data", help="labeled rows: a CSV, an npy folder, X.npy, an .npz, shards, "
+                                  "or a bundled name (default: the run's test split, else val)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    p = sub.add_parser("predict", help="write the probability and label of each CSV row")
-    p.add_argument("checkpoint")
-    p.add_argument("input", help="CSV with the model's feature columns")
-    p.add_argument("--output", "-o", required=True, help="where to write the predictions CSV")
+    p = sub.add_parser("predict", help="write the probability and label of each row")
+    p.add_argument("checkpoint", nargs="+", help=CHECKPOINT_HELP)
+    p.add_argument("input", help="rows to score: a CSV with the model's feature columns, an "
+                                 "npy folder, X.npy, an .npz, shards, or a bundled name")
+    p.add_argument("--output", "-o", required=True,
+                   help="where to write the predictions: a .csv (the input's columns, then "
+                        "probability and prediction), or a .npy (the probabilities only)")
     p.add_argument("--threshold", type=float, default=0.5, help="probability for class 1")
 
     p = sub.add_parser("config", help="print the resolved config")
@@ -88,15 +112,15 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{last.get('train/loss', float('nan')):.4f}")
         val = {k[4:]: v for k, v in last.items() if k.startswith("val/")}
         if val:
-            print("validation metrics:\n" + format_metrics_table(val))
+            print("validation metrics:\n" + format_metrics_table(val, note=_loss_note(cfg)))
         if result.test:
-            print("test metrics:\n" + format_metrics_table(result.test))
+            print("test metrics:\n" + format_metrics_table(result.test, note=_loss_note(cfg)))
         print(f"run folder: {result.run_dir} (checkpoints last.pt, best.pt)")
         print("see the curves with: tensorboard --logdir runs")
     return 0
 
 
-def _load(checkpoint: str):
+def _load(checkpoint: Path):
     from logreg_torch.checkpoint import load_checkpoint
     from logreg_torch.predict import model_from_checkpoint
 
@@ -107,18 +131,19 @@ def _load(checkpoint: str):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from logreg_torch.data import prepare, read_labeled
+    from logreg_torch.data import prepare, read_rows
     from logreg_torch.loop import evaluate
     from logreg_torch.objective import make_objective
     from logreg_torch.predict import resolved_config_of
 
-    state, model = _load(args.checkpoint)
+    checkpoint = resolve_checkpoints(args.checkpoint)
+    state, model = _load(checkpoint)
     cfg = resolved_config_of(state)
     dtype = next(model.parameters()).dtype
     if args.data:
-        X, y = read_labeled(args.data, cfg.data.target or _bundled_target(cfg),
-                            state["feature_names"], state["label_map"], state["preprocessing"])
-        X, y = torch.tensor(X, dtype=dtype), torch.tensor(y, dtype=dtype)
+        rows = read_rows(args.data, state["feature_names"], state["preprocessing"],
+                         state["label_map"], cfg.data.target or _bundled_target(cfg), labels=True)
+        X, y = torch.tensor(rows.X, dtype=dtype), torch.tensor(rows.y, dtype=dtype)
         where = args.data
     else:
         data = prepare(cfg.data, cfg.train.seed, dtype=dtype)
@@ -132,9 +157,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         from logreg_torch.metrics import format_metrics_table
 
-        print(f"{args.checkpoint} on {where} ({len(X)} rows)")
-        print(format_metrics_table(metrics))
+        print(f"{checkpoint} on {where} ({len(X)} rows)")
+        print(format_metrics_table(metrics, note=_loss_note(cfg)))
     return 0
+
+
+def _loss_note(cfg) -> str | None:
+    from logreg_torch.metrics import loss_note
+
+    return loss_note(cfg.loss.pos_weight, cfg.loss.label_smoothing)
 
 
 def _bundled_target(cfg) -> str:
@@ -146,8 +177,7 @@ def _bundled_target(cfg) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from logreg_torch.checkpoint import atomic_write
-    from logreg_torch.data import read_csv, read_features_csv
+    from logreg_torch.data import read_rows
     from logreg_torch.predict import predict_proba
 
     if not 0.0 <= args.threshold <= 1.0:
@@ -155,25 +185,46 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if Path(args.output).is_dir():
         raise UsageError(f"--output {args.output} is a folder; pass a file name such as "
                          f"{Path(args.output) / 'predictions.csv'}")
-    state, model = _load(args.checkpoint)
-    X, rows = read_features_csv(args.input, state["feature_names"], state["preprocessing"])
+    state, model = _load(resolve_checkpoints(args.checkpoint))
+    rows = read_rows(args.input, state["feature_names"], state["preprocessing"],
+                     state["label_map"])
     dtype = next(model.parameters()).dtype
-    probs = predict_proba(model, torch.tensor(X, dtype=dtype)).tolist()
-    by_class = {v: k for k, v in state["label_map"].items()}
-    header = read_csv(args.input).header
+    probs = predict_proba(model, torch.tensor(rows.X, dtype=dtype)).double().numpy()
+    if Path(args.output).suffix.lower() == ".npy":
+        write = _npy_writer(probs)
+    else:  # arrays have no rows to echo: then only the two new columns
+        write = _csv_writer(rows.header or [], rows.rows or [[]] * len(probs), probs,
+                            state["label_map"], args.threshold)
+    _write_output(args.output, write)
+    print(f"wrote {len(probs)} predictions to {args.output}")
+    return 0
+
+
+def _npy_writer(probs):
+    import numpy as np
+
+    return lambda f: np.save(f, probs, allow_pickle=False)
+
+
+def _csv_writer(header, rows, probs, label_map, threshold):
+    by_class = {v: k for k, v in label_map.items()}
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([*header, "probability", "prediction"])
-    for row, p in zip(rows, probs, strict=True):
-        writer.writerow([*row, f"{p:.6f}", by_class[int(p >= args.threshold)]])
+    for row, p in zip(rows, probs.tolist(), strict=True):
+        writer.writerow([*row, f"{p:.6f}", by_class[int(p >= threshold)]])
+    return lambda f: f.write(buf.getvalue().encode("utf-8"))
+
+
+def _write_output(output: str, write) -> None:
+    from logreg_torch.checkpoint import atomic_write
+
     try:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(args.output, lambda f: f.write(buf.getvalue().encode("utf-8")))
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(output, write)
     except OSError as e:  # a full disk, no permission, a file where a folder should be
         where = f" ({e.filename})" if e.filename else ""
-        raise UsageError(f"cannot write --output {args.output}: {e.strerror or e}{where}") from None
-    print(f"wrote {len(rows)} predictions to {args.output}")
-    return 0
+        raise UsageError(f"cannot write --output {output}: {e.strerror or e}{where}") from None
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -213,8 +264,30 @@ def _quiet_openmp_threads() -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+
+def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
+    """Run one command; returns its exit code (0, 2 for a user mistake, 130 for Ctrl-C).
+
+    ``exiting=True`` (the console script) leaves Ctrl-C ignored after the command, so that
+    the interpreter's shutdown (joining threads, flushing files) is not cut either.
+    """
     _quiet_openmp_threads()
+    from logreg_torch.interrupts import handle_sigint
+
+    with handle_sigint(restore=not exiting):
+        try:
+            return _run(argv)
+        except KeyboardInterrupt as e:  # also one that lands while an error is reported
+            return _interrupted(e)
+
+
+def _interrupted(e: KeyboardInterrupt) -> int:
+    """Ctrl-C: the resume command when a run folder exists, else just 'interrupted'."""
+    print(f"\n{e}" if str(e) else "\ninterrupted", file=sys.stderr)
+    return 130
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = _parser()
     # Overrides may come before or after flags (train CONFIG --quiet a=1 b=2); argparse
     # stops a positional list at the first flag, so gather the rest here.
@@ -229,25 +302,52 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.overrides += extra  # load_config names any that is not key=value
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    _preload(args.command)
     try:
         return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        raise  # before the clause below: it imports modules, and Ctrl-C may have cut one
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as e:
-        print(f"\n{e}" if str(e) else "\ninterrupted", file=sys.stderr)
-        return 130
 
 
-def run() -> NoReturn:
-    """The ``logreg-torch`` command: ``main()``, then exit without tearing the interpreter down.
+# What each command imports anyway. Imported up front with Ctrl-C held until they are in: an
+# import cut in the middle (torch registers C++ operators as it loads) leaves a process that
+# fails on the next import, even the one that reports the interrupt.
+PRELOAD = {
+    # torchmetrics only where metrics are certain; a run with no held-out split computes
+    # none, and logreg_torch.metrics imports it inside a critical section when it does.
+    "train": ("logreg_torch.fit", "torch.utils.tensorboard"),
+    "evaluate": ("logreg_torch.fit", "torchmetrics.functional.classification"),
+    "predict": ("logreg_torch.predict", "logreg_torch.data"),
+    "config": ("logreg_torch.config",),
+    "explain": ("logreg_torch.explain",),
+}
 
-    By then every file is written and closed (checkpoints, events, predictions) and only the
-    interpreter's own clean-up is left: freeing torch's modules took 0.4-0.5 s of a 1.8 s
-    ``python -c "import torch"`` here, and a process that also loaded torch._dynamo spent
-    1.3-1.7 s on it.
+
+def _preload(command: str) -> None:
+    import importlib
+
+    from logreg_torch.interrupts import critical
+
+    with critical():
+        for name in PRELOAD.get(command, ()):
+            importlib.import_module(name)
+
+
+def console_main(argv: Sequence[str] | None = None, stderr: str | None = None) -> NoReturn:
+    """The ``logreg-torch`` script: ``main`` as a whole process, exiting with its code.
+    ``stderr``: a file to write the messages to instead (a process started by a test).
+
+    It exits without tearing the interpreter down: by then every file is written and closed
+    (checkpoints, events, predictions) and only the interpreter's own clean-up is left, which
+    took 0.4-0.5 s of a 1.8 s ``python -c "import torch"`` here, and 1.3-1.7 s in a process
+    that also loaded torch._dynamo.
     """
-    code = main()
+    if stderr is not None:
+        sys.stderr = open(stderr, "w", buffering=1)  # noqa: SIM115 (the process's own stderr)
+    code = main(argv, exiting=True)
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -257,4 +357,4 @@ def run() -> NoReturn:
 
 
 if __name__ == "__main__":
-    run()
+    console_main()

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from logreg_torch.interrupts import critical
 from logreg_torch.losses import _check_range
 from logreg_torch.losses_fast import bcel_chunk as _bcel_chunk
 from logreg_torch.losses_fast import chunked_sum as _chunked_sum
@@ -124,9 +125,12 @@ class _LinearBCEWithLogits(torch.autograd.Function):
             # block is still in cache for the second: z, then sigmoid(z) - y.
             args = (step, features, w, bias, targets, pos_weight, logits, grad_z, want_w)
             if workers > 1 and not torch.is_autocast_enabled(features.device.type):
-                parts = [_pool(workers).submit(_blocks, starts[k::workers], *args)
-                         for k in range(workers)]
-                partials = [part.result() for part in parts]  # in a fixed order: deterministic
+                # Ctrl-C waits for the workers: left running, they would still write into
+                # these tensors while the interrupted run saves and exits.
+                with critical():
+                    parts = [_pool(workers).submit(_blocks, starts[k::workers], *args)
+                             for k in range(workers)]
+                    partials = [part.result() for part in parts]  # fixed order: deterministic
                 grad_w = torch.stack(partials).sum(0) if want_w else None
             else:
                 grad_w = _blocks(starts, *args)

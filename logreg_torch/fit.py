@@ -17,21 +17,27 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from logreg_torch.checkpoint import load_checkpoint
+from logreg_torch.checkpoint import load_checkpoint, resolve_checkpoint
 from logreg_torch.config import Config, ConfigError, config_from_dict, config_to_yaml, save_config
 from logreg_torch.data import Prepared, Stream, prepare, prepare_streaming
 from logreg_torch.loop import evaluate, train_one_epoch, train_one_epoch_streaming
 from logreg_torch.model import build_model
 from logreg_torch.objective import Objective, fast_path_applies, make_objective
+from logreg_torch.predict import predict_logits
 from logreg_torch.runs import (
+    TAGS,
     Checkpoints,
     FitResult,
     Progress,
     TrainingError,
     check_resume_fits,
+    check_resume_name,
     checkpoint_state,
+    diverged,
+    divergence,
     log_final,
     new_run_dir,
+    resume_line,
 )
 from logreg_torch.runtime import (
     DistributedError,
@@ -85,18 +91,34 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
     started = time.perf_counter()
     runtime = resolve_runtime(cfg.train.device, cfg.train.precision, rank, world)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    resume_state = load_checkpoint(cfg.train.resume) if cfg.train.resume else None
+    resume_state = None
+    if cfg.train.resume:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+            cfg.train, resume=str(resolve_checkpoint(cfg.train.resume, prefer=("last.pt",)))))
+        resume_state = load_checkpoint(cfg.train.resume)
+        check_resume_name(cfg, resume_state)
     t = _set_up(cfg, runtime)
     t.timings["setup"] = time.perf_counter() - started - t.timings["data"]
     progress = Progress() if resume_state is None else _resume(t, resume_state)
+    if resume_state is None:
+        progress.first_loss = _initial_loss(t)
     run_dir = _run_dir(cfg, runtime, resumed=resume_state is not None)
-    logger = TensorBoardLogger(run_dir, enabled=runtime.is_main)
+    # A resume goes on in the same run (one folder, one run in TensorBoard), from the step
+    # after its checkpoint's epoch.
+    logger = TensorBoardLogger(run_dir, enabled=runtime.is_main,
+                               purge_step=None if resume_state is None else progress.epoch + 1)
     if resume_state is None:
         logger.log_custom_scalars_layout()
         logger.log_text("config", "```\n" + config_to_yaml(cfg) + "\n```")
     ckpt = _checkpoints(cfg, runtime, run_dir, progress, resumed=resume_state is not None)
     stopped_early = _train(t, progress, ckpt, logger, quiet)
-    result = _finish(t, progress, logger, run_dir, stopped_early)
+    try:
+        result = _finish(t, progress, logger, run_dir, stopped_early)
+    except KeyboardInterrupt:
+        logger.close()
+        raise KeyboardInterrupt(  # a resume with no epoch left writes the summary again
+            f"interrupted while writing the final summary (the checkpoints are complete); "
+            f"{resume_line(run_dir)}") from None
     # Seconds by stage; "logging" is the rest: run folder, TensorBoard, checkpoints, figures.
     timings = t.timings
     timings["logging"] = time.perf_counter() - started - sum(timings.values())
@@ -267,17 +289,16 @@ def _train(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBoa
     try:
         return _epochs(t, progress, ckpt, logger, bar)
     except KeyboardInterrupt:
-        # Keep what was learned. The model may be mid-epoch now: when last.pt already holds
-        # the last finished epoch, keep it, so that a resume replays whole epochs exactly.
+        # Keep what was learned. The model may be mid-epoch now: last.pt gets the state of
+        # the last finished epoch (already there, or the copy taken when it finished), so that
+        # a resume replays whole epochs exactly.
         finished = int(progress.history[-1]["epoch"]) if progress.history else progress.epoch
-        if ckpt.saved_epoch != finished:
-            ckpt.save("last.pt", finished, partial(t.state, progress, finished))
+        if ckpt.saved_epoch != finished and ckpt.pending is not None:
+            ckpt.save("last.pt", finished, lambda: ckpt.pending)
         logger.close()
         if bar is not None:
             bar.close()
-        raise KeyboardInterrupt(
-            f"interrupted; resume with: logreg-torch train {ckpt.run_dir / 'config.yaml'} "
-            f"train.resume={ckpt.run_dir / 'last.pt'}") from None
+        raise KeyboardInterrupt(f"interrupted; {resume_line(ckpt.run_dir)}") from None
     except Exception:
         logger.close()  # flush what was logged up to the failure
         raise
@@ -289,12 +310,21 @@ def _train(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBoa
 def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBoardLogger,
             bar) -> bool:
     cfg = t.cfg
+    ckpt.keep_unsaved(progress.epoch, partial(t.state, progress, progress.epoch))
     for epoch in range(progress.epoch, cfg.train.epochs):
         done = epoch + 1
         started = time.perf_counter()
-        train_loss, grad_norm = _train_epoch(t, progress, epoch)
+        try:
+            train_loss, grad_norm = _train_epoch(t, progress, epoch)
+        except RuntimeError as e:  # torch.optim's step size itself overflows (Adam, lr=1e38)
+            if "without overflow" not in str(e):
+                raise
+            raise diverged("the optimizer's step overflowed", done, progress.step,
+                           ckpt.last_good, cfg.optim.lr) from None
         t.timings["train"] += time.perf_counter() - started
-        _check_finite(t, train_loss, done, progress.step, ckpt.last_good)
+        why = divergence(train_loss, t.model, progress.first_loss)
+        if why is not None:
+            raise diverged(why, done, progress.step, ckpt.last_good, cfg.optim.lr)
         record: dict[str, float] = {"epoch": done, "step": progress.step,
                                     "train/loss": train_loss,
                                     "lr": t.optimizer.param_groups[0]["lr"],
@@ -316,6 +346,7 @@ def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBo
             bar.update(1)
             bar.set_postfix(train_loss=f"{train_loss:.4f}",
                             val_loss=f"{val['loss']:.4f}" if val else "-")
+        ckpt.keep_unsaved(done, partial(t.state, progress, done))
         if _should_stop(t, progress):
             if done % cfg.train.checkpoint_every != 0:
                 ckpt.save("last.pt", done, partial(t.state, progress, done))
@@ -335,24 +366,20 @@ def _train_epoch(t: Training, progress: Progress, epoch: int) -> tuple[float, fl
                            n_global=t.n_global, **epoch_args)
 
 
-def _check_finite(t: Training, train_loss: float, done: int, step: int,
-                  last_good: Path | None) -> None:
-    if not math.isfinite(train_loss) or not _finite_params(t.model):
-        where = f"{last_good}" if last_good else "none was written yet"
-        raise TrainingError(
-            f"the loss became {train_loss} at epoch {done} (step {step}); try a "
-            f"smaller optim.lr (now {t.cfg.optim.lr}) or train.grad_clip; last good "
-            f"checkpoint: {where}")
-
-
-def _finite_params(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+def _initial_loss(t: Training) -> float | None:
+    """The criterion of the untrained model: the yardstick of the divergence rule."""
+    X, y = t.val if len(t.val[0]) else (t.X, t.y)
+    if len(X) == 0 or (X is t.X and t.runtime.world_size > 1):  # shards differ across ranks
+        return None
+    loss = float(t.objective.data_loss(predict_logits(t.model, X, t.runtime), y))
+    return loss if math.isfinite(loss) and loss > 0 else None
 
 
 def _log_epoch(logger: TensorBoardLogger, cfg: Config, model: nn.Module,
                record: dict[str, float], done: int) -> None:
     if done % cfg.log.log_every == 0 or done == cfg.train.epochs:
-        logger.log_dict({k: v for k, v in record.items() if k not in ("epoch", "step")}, done)
+        logger.log_dict({TAGS.get(k, k): v for k, v in record.items()
+                         if k not in ("epoch", "step")}, done)
     hist_every = cfg.log.histogram_every
     if hist_every and done % hist_every == 0:
         logger.log_histograms(model, done)
@@ -373,7 +400,8 @@ def _finish(t: Training, progress: Progress, logger: TensorBoardLogger, run_dir:
     started = time.perf_counter()
     test = evaluate(t.model, t.objective, *t.test, t.runtime) or None
     t.timings["evaluate"] += time.perf_counter() - started
-    log_final(logger, t.cfg, t.model, t.objective, progress.history, test, *t.val, t.runtime)
+    log_final(logger, t.cfg, t.model, t.objective, progress.history, test, *t.val, t.runtime,
+              t.data.label_map)
     logger.close()
     history = progress.history
     best = min(history, key=lambda r: r.get("val/loss", r["train/loss"])) if history else {}

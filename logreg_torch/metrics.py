@@ -83,16 +83,20 @@ def binary_metrics(probs: Tensor, targets: Tensor) -> dict[str, float]:
     p, t, n_pos = _check_inputs(probs, targets)
     both_classes = 0 < n_pos < t.numel()
 
-    # Lazy: see the module docstring.
-    from torchmetrics.functional.classification import (
-        binary_accuracy,
-        binary_auroc,
-        binary_average_precision,
-        binary_calibration_error,
-        binary_f1_score,
-        binary_precision,
-        binary_recall,
-    )
+    # Lazy: see the module docstring. Ctrl-C must not cut the import half-way (a torch
+    # extension left half-registered breaks every later import in the process).
+    from logreg_torch.interrupts import critical
+
+    with critical():
+        from torchmetrics.functional.classification import (
+            binary_accuracy,
+            binary_auroc,
+            binary_average_precision,
+            binary_calibration_error,
+            binary_f1_score,
+            binary_precision,
+            binary_recall,
+        )
 
     # Labels are thresholded here with >= (torchmetrics uses >) so that metrics agree with
     # model.predict at probs == 0.5 exactly. Integer preds are used by torchmetrics as labels.
@@ -125,11 +129,30 @@ def binary_metrics(probs: Tensor, targets: Tensor) -> dict[str, float]:
     return dict(zip(values, floats, strict=True))
 
 
-def format_metrics_table(metrics: dict[str, float], digits: int = 4) -> str:
-    """An aligned two-column ``metric  value`` table for the terminal."""
+def format_metrics_table(metrics: dict[str, float], digits: int = 4,
+                         note: str | None = None) -> str:
+    """An aligned two-column ``metric  value`` table for the terminal, ``note`` below it."""
     rows = [(str(k), f"{float(v):.{digits}f}") for k, v in metrics.items()]
     name_w = max([len("metric")] + [len(k) for k, _ in rows])
     value_w = max([len("value")] + [len(v) for _, v in rows])
     lines = [f"{'metric':<{name_w}}  {'value':>{value_w}}", f"{'-' * name_w}  {'-' * value_w}"]
     lines += [f"{k:<{name_w}}  {v:>{value_w}}" for k, v in rows]
+    if note and "loss" in metrics:
+        lines.append(note)
     return "\n".join(lines)
+
+
+def loss_note(pos_weight: float | str | None, label_smoothing: float) -> str | None:
+    """Why ``loss`` and ``log_loss`` differ in a table, or None when they are the same
+    number: ``loss`` is the training criterion (positives weighted, targets smoothed), and
+    ``log_loss`` the plain log loss of the probabilities against the 0/1 labels."""
+    parts = []
+    if pos_weight is not None and pos_weight != 1:
+        parts.append(f"loss.pos_weight={pos_weight} (positives count that much more)")
+    if label_smoothing:
+        parts.append(f"loss.label_smoothing={label_smoothing:g} (targets "
+                     f"{label_smoothing / 2:g} and {1 - label_smoothing / 2:g})")
+    if not parts:
+        return None
+    return (f"note: loss is the training criterion, with {' and '.join(parts)}; log_loss is "
+            f"the plain log loss of the probabilities, so the two differ")

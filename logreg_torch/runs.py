@@ -3,6 +3,7 @@ final TensorBoard summary, and ``FitResult``."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from logreg_torch.checkpoint import CheckpointError, save_checkpoint
-from logreg_torch.config import Config
+from logreg_torch.config import Config, ConfigError
 from logreg_torch.data import Prepared
 from logreg_torch.objective import Objective
 from logreg_torch.predict import predict_proba
@@ -69,11 +70,13 @@ class Progress:
     history: list[dict[str, float]] = field(default_factory=list)
     best_loss: float = math.inf
     bad_epochs: int = 0  # epochs since the monitored loss last improved
+    first_loss: float | None = None  # the untrained model's loss: the divergence yardstick
 
     @classmethod
     def from_checkpoint(cls, state: dict) -> Progress:
         return cls(state["epoch"], state["step"], list(state.get("history", [])),
-                   state.get("best_loss", math.inf), state.get("bad_epochs", 0))
+                   state.get("best_loss", math.inf), state.get("bad_epochs", 0),
+                   state.get("first_loss"))
 
     def count_step(self) -> None:
         self.step += 1
@@ -113,6 +116,7 @@ def checkpoint_state(cfg: Config, data: Prepared, model: nn.Module,
         "history": progress.history,
         "best_loss": progress.best_loss,
         "bad_epochs": progress.bad_epochs,
+        "first_loss": progress.first_loss,
     }
 
 
@@ -125,6 +129,23 @@ def check_resume_fits(state: dict, cfg: Config, in_features: int) -> None:
             f"{in_features}")
 
 
+def resume_line(run_dir: Path) -> str:
+    """The command that goes on with the run in ``run_dir``."""
+    return (f"resume with: logreg-torch train {run_dir / 'config.yaml'} "
+            f"train.resume={run_dir / 'last.pt'}")
+
+
+def check_resume_name(cfg: Config, state: dict) -> None:
+    """A resume continues its run, in its folder, under its name: another ``log.name`` is a
+    mistake (say so) rather than a rename that would not happen."""
+    name = state.get("config", {}).get("log", {}).get("name")
+    if name is not None and cfg.log.name != name:
+        raise ConfigError(
+            f"log.name={cfg.log.name!r} with train.resume: a resumed run continues run "
+            f"{name!r} in its own folder ({Path(cfg.train.resume).parent}); drop log.name, "
+            f"or start a new run without train.resume")
+
+
 @dataclass
 class Checkpoints:
     """Writes checkpoints into the run folder (main process only) and remembers the last good
@@ -134,6 +155,14 @@ class Checkpoints:
     is_main: bool
     last_good: Path | None  # until this run writes last.pt, the checkpoint it resumed from
     saved_epoch: int | None  # the epoch run_dir/last.pt holds, when known
+    # A copy of the last finished epoch's state while last.pt holds an older one
+    # (train.checkpoint_every > 1): what Ctrl-C writes, rather than a model mid-epoch.
+    pending: dict[str, Any] | None = None
+
+    def keep_unsaved(self, epoch: int, state: Callable[[], dict[str, Any]]) -> None:
+        """After an epoch (or before the first): copy its state unless last.pt holds it."""
+        if self.is_main:
+            self.pending = None if self.saved_epoch == epoch else copy.deepcopy(state())
 
     def save(self, name: str, epoch: int, state: Callable[[], dict[str, Any]]) -> None:
         if self.is_main:
@@ -148,32 +177,83 @@ class Checkpoints:
             self.last_good = self.run_dir / "last.pt"
 
 
+# ----------------------------------------------------------------------------- divergence
+
+# A run has diverged when its training loss or its parameters stop being finite, or when the
+# loss has grown past DIVERGENCE_FACTOR times the loss of the model it started from (on the
+# validation split, else the training rows): no run worth going on with climbs that far.
+DIVERGENCE_FACTOR = 1e4
+
+
+def divergence(train_loss: float, model: nn.Module, first_loss: float | None) -> str | None:
+    """Why the run has diverged after an epoch with this training loss, or None."""
+    if not math.isfinite(train_loss):
+        return f"the training loss is {train_loss}"
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return "the parameters hold inf or NaN"
+    if first_loss is not None and train_loss > DIVERGENCE_FACTOR * first_loss:
+        return (f"the training loss {train_loss:.3g} is over {DIVERGENCE_FACTOR:g} times the "
+                f"initial {first_loss:.4g}")
+    return None
+
+
+def diverged(why: str, epoch: int, step: int, last_good: Path | None,
+             lr: float) -> TrainingError:
+    """The one line a diverged run ends with; the last good checkpoint is left as it was."""
+    where = f"{last_good}" if last_good else "none was written yet"
+    return TrainingError(
+        f"training diverged at epoch {epoch} (step {step}): {why}; last good checkpoint: "
+        f"{where}; try a smaller optim.lr (now {lr:g})")
+
+
 # ----------------------------------------------------------------------------- final report
+
+
+# History keys -> TensorBoard tags. Time Series sorts groups and the cards in each by name:
+# so it opens on train/loss (then train/lr), then val/..., and last the weights group: the
+# gradient norm beside the weight histograms.
+TAGS = {"lr": "train/lr", "grad_norm": "weights/grad_norm"}
+# The HParams tab's metric columns (it ticks the first five), the same for every run.
+HPARAM_METRICS = ("val/loss", "val/accuracy", "val/roc_auc", "val/log_loss", "train/loss",
+                  "val/precision", "val/recall", "val/f1", "val/average_precision",
+                  "val/brier", "val/ece")
+METRIC_DESCRIPTIONS = {
+    "val/loss": "the training criterion on the validation split (pos_weight and label "
+                "smoothing included, no l1/l2 penalty)",
+    "val/log_loss": "plain log loss of the probabilities against the true 0/1 labels",
+    "train/loss": "mean training criterion over the last epoch (no l1/l2 penalty)",
+}
 
 
 def log_final(logger: TensorBoardLogger, cfg: Config, model: nn.Module, objective: Objective,
               history: list[dict[str, float]], test: dict[str, float] | None, Xv: Tensor,
-              yv: Tensor, runtime: Runtime) -> None:
-    """The run's hyperparameters with its final metrics, and the validation PR curve and
-    figures, once training is over."""
+              yv: Tensor, runtime: Runtime, label_map: dict[str, int] | None = None) -> None:
+    """The run's hyperparameters (its curves as metrics), the test metrics as text, and the
+    validation PR curve and figures, labelled with the class names, once training is over."""
     if not history:
         return
-    final = {k: v for k, v in history[-1].items() if k.startswith(("val/", "train/"))}
+    from logreg_torch.tracking import class_names, run_hparams
+
+    logger.log_hparams(run_hparams(dataclasses.asdict(cfg)), HPARAM_METRICS,
+                       descriptions=METRIC_DESCRIPTIONS)
     if test:
-        final.update({f"test/{k}": v for k, v in test.items()})
-    final = {k: v for k, v in final.items() if math.isfinite(v)}
-    logger.log_hparams(dataclasses.asdict(cfg), final)
+        from logreg_torch.metrics import format_metrics_table
+
+        logger.log_text("test_metrics", "```\n" + format_metrics_table(test) + "\n```")
     if len(Xv):
+        names = class_names(label_map)
+        step = int(history[-1]["epoch"])
         probs = predict_proba(model, Xv, runtime)
-        logger.log_pr_curve("val/pr_curve", probs, yv, int(history[-1]["epoch"]))
+        logger.log_pr_curve("val/pr_curve", probs, yv, step, positive=names[1])
         from logreg_torch.tracking import (
             figures_available,
+            pr_curve_figure,
             probability_histogram_figure,
             reliability_figure,
         )
 
         if figures_available():
-            step = int(history[-1]["epoch"])
-            logger.log_figure("val/reliability", reliability_figure(probs, yv), step)
+            logger.log_figure("val/reliability", reliability_figure(probs, yv, names=names), step)
             logger.log_figure("val/probability_histogram",
-                              probability_histogram_figure(probs, yv), step)
+                              probability_histogram_figure(probs, yv, names), step)
+            logger.log_figure("val/precision_recall", pr_curve_figure(probs, yv, names), step)

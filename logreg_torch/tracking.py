@@ -1,21 +1,25 @@
 """TensorBoard logging behind one small interface, plus matplotlib figure builders.
 
-Tags are hierarchical (``train/loss``, ``val/accuracy``, ``params/linear.weight``) so TensorBoard
-groups them. Only the main process writes: other ranks build the logger with ``enabled=False``
-and every call is a no-op (no folder, no file). matplotlib is optional and imported only by the
-figure builders.
+Tags are hierarchical (``train/loss``, ``val/accuracy``, ``weights/linear.weight``) so
+TensorBoard groups them; Time Series sorts the groups by name, so ``train`` and ``val`` come
+before ``weights``. Only the main process writes: other ranks build the logger with
+``enabled=False`` and every call is a no-op (no folder, no file). matplotlib is imported only
+by the figure builders (drawing is the slow part of a tiny run, not the import).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import Tensor, nn
+
+from logreg_torch.interrupts import critical
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -70,6 +74,35 @@ def flatten_hparams(hparams: Mapping[str, Any] | Any, prefix: str = "") -> dict[
     return flat
 
 
+# What the HParams tab shows: the settings that tell one run of this project from another.
+# Every config key would bury them under the synthetic generator's knobs and chunk sizes; the
+# whole resolved config is in the Text tab. Every run writes the same names (TensorBoard takes
+# the column list from one run's experiment summary and applies it to all).
+RUN_HPARAMS = ("data.source", "data.path", "model.name", "model.hidden", "optim.name",
+               "optim.lr", "loss.l2", "loss.l1", "loss.pos_weight", "train.batch_size",
+               "train.epochs", "train.precision")
+# The HParams tab ticks five hparam columns, those marked "differs" first: these five.
+SHOWN_HPARAMS = ("data.source", "model.name", "optim.name", "optim.lr", "loss.l2")
+
+
+def run_hparams(config: Mapping[str, Any] | Any) -> dict[str, HParamValue]:
+    """The ``RUN_HPARAMS`` of a (nested) config, flattened (``None`` becomes ``"None"``)."""
+    flat = flatten_hparams(config)
+    return {key: flat[key] for key in RUN_HPARAMS if key in flat}
+
+
+def _uncut(method: Callable) -> Callable:
+    """Ctrl-C waits for the writer call to finish: cut inside SummaryWriter, it can leave its
+    background thread writing to a file already closed."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with critical():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
 class TensorBoardLogger:
     """Writes scalars, histograms, PR curves, text, figures and hparams into one run folder.
 
@@ -77,7 +110,11 @@ class TensorBoardLogger:
     Usable as a context manager; ``close`` is idempotent.
     """
 
-    def __init__(self, run_dir: str | Path, enabled: bool = True) -> None:
+    def __init__(self, run_dir: str | Path, enabled: bool = True,
+                 purge_step: int | None = None) -> None:
+        """``purge_step`` (a resumed run: its first new step) tells TensorBoard to drop the
+        points at that step and later that earlier events files in the folder hold, so that
+        epochs logged after the checkpoint a resume starts from are not drawn twice."""
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self._writer = None
@@ -85,13 +122,15 @@ class TensorBoardLogger:
             # Imported here so that disabled ranks never load the tensorboard package.
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.run_dir))
+            self._writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
 
+    @_uncut
     def log(self, tag: str, value: float | Tensor, step: int) -> None:
         """One scalar. A tensor value is read with ``float()`` (a CUDA sync)."""
         if self._writer is not None:
             self._writer.add_scalar(tag, float(value), global_step=step)
 
+    @_uncut
     def log_dict(self, metrics: Mapping[str, float], step: int, prefix: str = "") -> None:
         """Several scalars; ``prefix="val"`` gives tags ``val/loss``, ``val/accuracy``, ..."""
         if self._writer is None:
@@ -100,30 +139,56 @@ class TensorBoardLogger:
         for name, value in metrics.items():
             self.log(f"{prefix}/{name}" if prefix else name, value, step)
 
+    @_uncut
     def log_histograms(self, model: nn.Module, step: int) -> None:
-        """One histogram per named parameter (weights and biases): ``params/linear.weight``."""
+        """One histogram per named parameter (weights and biases): ``weights/linear.weight``.
+
+        A parameter holding inf or NaN is skipped: TensorBoard cannot bin it ("The histogram
+        is empty"), and the training loop reports such a run as diverged anyway.
+        """
         if self._writer is None:
             return
         for name, param in _unwrap(model).named_parameters():
-            self._writer.add_histogram(f"params/{name}", _to_numpy(param), global_step=step)
+            # float64: the bin edges of float32 values near 1e38 overflow to inf and leave
+            # every bin empty.
+            values = _to_numpy(param).astype(np.float64)
+            if values.size and np.isfinite(values).all():
+                self._writer.add_histogram(f"weights/{name}", values, global_step=step)
 
-    def log_pr_curve(self, tag: str, probs: ArrayLike, targets: ArrayLike, step: int) -> None:
-        """Precision-recall curve from probabilities and 0/1 targets."""
-        if self._writer is not None:
-            self._writer.add_pr_curve(
-                tag, _to_numpy(targets).astype(bool), _to_numpy(probs), global_step=step
-            )
+    @_uncut
+    def log_pr_curve(self, tag: str, probs: ArrayLike, targets: ArrayLike, step: int,
+                     positive: str = "1") -> None:
+        """Precision-recall curve from probabilities and 0/1 targets.
 
+        TensorBoard's PR-curve cards draw no axis titles; the card's description says which
+        axis is which and what the positive class is (the Images tab has the same curve
+        drawn with titles, ``pr_curve_figure``).
+        """
+        if self._writer is None:
+            return
+        from torch.utils.tensorboard.summary import pr_curve
+
+        summary = pr_curve(tag, _to_numpy(targets).astype(bool), _to_numpy(probs))
+        metadata = summary.value[0].metadata
+        metadata.display_name = f"{tag}: precision (y) against recall (x), class 1 = {positive}"
+        metadata.summary_description = (
+            f"Precision (y axis) against recall (x axis) for class 1 = {positive!r}, one point "
+            f"per probability threshold.")
+        self._writer._get_file_writer().add_summary(summary, step)
+
+    @_uncut
     def log_text(self, tag: str, text: str, step: int = 0) -> None:
         """Markdown text (e.g. the resolved config in a code block)."""
         if self._writer is not None:
             self._writer.add_text(tag, text, global_step=step)
 
+    @_uncut
     def log_figure(self, tag: str, figure: Figure, step: int) -> None:
         """A matplotlib figure, rendered to an image; the figure is closed afterwards."""
         if self._writer is not None:
             self._writer.add_figure(tag, figure, global_step=step, close=True)
 
+    @_uncut
     def log_custom_scalars_layout(
         self, charts: Mapping[str, list[str]] | None = None, category: str = "curves"
     ) -> None:
@@ -137,40 +202,49 @@ class TensorBoardLogger:
         layout = {category: {name: ["Multiline", list(tags)] for name, tags in charts.items()}}
         self._writer.add_custom_scalars(layout)
 
-    def log_hparams(
-        self, hparams: Mapping[str, Any] | Any, metrics: Mapping[str, float], step: int = 0
-    ) -> None:
-        """Hyperparameters and final metrics for the HParams tab, in this run's own folder.
+    @_uncut
+    def log_hparams(self, hparams: Mapping[str, Any] | Any, metric_tags: Iterable[str],
+                    step: int = 0, shown: Iterable[str] = SHOWN_HPARAMS,
+                    descriptions: Mapping[str, str] | None = None) -> None:
+        """Hyperparameters for the HParams tab, with ``metric_tags`` as its metric columns.
 
-        ``hparams`` may be nested (a dict, ``DictConfig`` or the ``Config`` dataclass); it is
-        flattened by ``flatten_hparams``.
-
-        ``SummaryWriter.add_hparams`` would open a second writer in a timestamped sub-folder,
-        which TensorBoard shows as a separate run; instead the three hparams summaries go
-        through this run's file writer. Metrics are written as scalars tagged
-        ``hparam/<name>`` so they do not add points to the training curves (``val/loss``).
+        ``hparams`` may be nested (a dict, ``DictConfig`` or a dataclass); it is flattened by
+        ``flatten_hparams``. ``metric_tags`` name scalar curves this run logs (``val/loss``):
+        the HParams tab shows the last value of each, so no one-point ``hparam/...`` scalars
+        are written (``SummaryWriter.add_hparams`` writes those, and in a second, timestamped
+        sub-run that TensorBoard lists as another run). The hparams summaries go through this
+        run's own events file. The tab ticks five hparam columns, those marked ``differs``
+        first (TensorBoard sets it itself only for experiments it infers): ``shown`` are
+        marked so; the tab lists the first five metrics of ``metric_tags`` the same way.
+        ``descriptions`` (tag -> text) appear as the metric columns' tooltips.
         """
         if self._writer is None:
             return
+        from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-        metric_tags = {
-            (name if name.startswith("hparam/") else f"hparam/{name}"): float(value)
-            for name, value in metrics.items()
-        }
-        experiment, start, end = hparams_summaries(flatten_hparams(hparams), metric_tags)
-        # The writer's own file writer (what add_scalar uses): same events file, same folder.
-        file_writer = self._writer._get_file_writer()
+        # torch's hparams() reads only the metric names, never the values.
+        metrics = dict.fromkeys(metric_tags, 0.0)
+        experiment, start, end = hparams_summaries(flatten_hparams(hparams), metrics)
+        plugin = experiment.value[0].metadata.plugin_data
+        data = HParamsPluginData.FromString(plugin.content)
+        shown = set(shown)
+        for info in data.experiment.hparam_infos:
+            info.differs = info.name in shown
+        for info in data.experiment.metric_infos:
+            info.description = (descriptions or {}).get(info.name.tag, "")
+        plugin.content = data.SerializeToString()
+        file_writer = self._writer._get_file_writer()  # the one add_scalar writes through
         for summary in (experiment, start, end):
             file_writer.add_summary(summary, step)
-        for tag, value in metric_tags.items():
-            self._writer.add_scalar(tag, value, global_step=step)
 
+    @_uncut
     def flush(self) -> None:
         """Write pending events to disk now."""
         if self._writer is not None:
             self._writer.flush()
 
+    @_uncut
     def close(self) -> None:
         """Flush and close the events file; later calls are no-ops."""
         if self._writer is not None:
@@ -185,7 +259,8 @@ class TensorBoardLogger:
 
 
 def figures_available() -> bool:
-    """True when matplotlib is installed (figures are optional)."""
+    """True when matplotlib can be imported: a dependency, looked up here so that the import
+    itself waits for the first figure (and tests of tiny runs can skip the drawing)."""
     return importlib.util.find_spec("matplotlib") is not None
 
 
@@ -197,44 +272,57 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
     return Figure(figsize=figsize, layout="constrained")
 
 
-def reliability_figure(probs: ArrayLike, targets: ArrayLike, n_bins: int = 15) -> Figure:
-    """Reliability diagram: fraction of positives against mean predicted probability per bin.
+def class_names(label_map: Mapping[str, int] | None) -> tuple[str, str]:
+    """("cardigan", "jacket") from a checkpoint's label map ({"cardigan": 0, "jacket": 1});
+    ("0", "1") without one."""
+    names = ["0", "1"]
+    for label, cls in (label_map or {}).items():
+        names[int(cls)] = str(label)
+    return names[0], names[1]
 
-    Bins are those of the ``ece`` metric: ``linspace(0, 1, n_bins + 1)``, right-closed
-    bucketing as torchmetrics does (a probability of exactly 1.0 is drawn in the top bin).
-    """
-    p = _to_numpy(probs).astype(np.float64)
-    t = _to_numpy(targets).astype(np.float64)
+
+def _binned(p: np.ndarray, t: np.ndarray, n_bins: int):
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     idx = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
     count = np.bincount(idx, minlength=n_bins)
     filled = count > 0
     mean_prob = np.bincount(idx, weights=p, minlength=n_bins)[filled] / count[filled]
     frac_pos = np.bincount(idx, weights=t, minlength=n_bins)[filled] / count[filled]
+    return edges, filled, mean_prob, frac_pos
+
+
+def reliability_figure(probs: ArrayLike, targets: ArrayLike, n_bins: int = 15,
+                       names: Sequence[str] = ("0", "1")) -> Figure:
+    """Reliability diagram: per bin of predicted probability, the fraction of positives.
+
+    Bins are those of the ``ece`` metric: ``linspace(0, 1, n_bins + 1)``, right-closed
+    bucketing as torchmetrics does (a probability of exactly 1.0 is drawn in the top bin).
+    Bars span each bin; the dots sit at the bin's mean predicted probability. ``names`` are
+    the class labels (0, 1), e.g. ``("cardigan", "jacket")``.
+    """
+    p = _to_numpy(probs).astype(np.float64)
+    t = _to_numpy(targets).astype(np.float64)
+    edges, filled, mean_prob, frac_pos = _binned(p, t, n_bins)
+    positive = names[1]
 
     fig = _new_figure((5.0, 5.0))
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfectly calibrated")
-    ax.bar(
-        edges[:-1][filled],
-        frac_pos,
-        width=1.0 / n_bins,
-        align="edge",
-        edgecolor="black",
-        alpha=0.6,
-        label="fraction of positives",
-    )
-    ax.plot(mean_prob, frac_pos, "o-", color="C1", label="bin mean probability")
+    ax.bar(edges[:-1][filled], frac_pos, width=1.0 / n_bins, align="edge", edgecolor="black",
+           alpha=0.6, label="fraction of positives, per bin")
+    ax.plot(mean_prob, frac_pos, "o-", color="C1",
+            label="fraction of positives at the bin's\nmean predicted probability")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("predicted probability")
-    ax.set_ylabel("fraction of positives")
+    ax.set_xlabel(f"predicted probability of {positive!r}")
+    ax.set_ylabel(f"fraction of positives (true {positive!r})")
     ax.set_title(f"Reliability ({n_bins} bins, n = {p.size})")
-    ax.legend(loc="upper left")
+    ax.legend(loc="upper left", fontsize="small")
     return fig
 
 
-def probability_histogram_figure(probs: ArrayLike, targets: ArrayLike) -> Figure:
+def probability_histogram_figure(probs: ArrayLike, targets: ArrayLike,
+                                 names: Sequence[str] = ("0", "1")) -> Figure:
     """Histograms of predicted probabilities, one per true class, with the 0.5 threshold."""
     p = _to_numpy(probs).astype(np.float64)
     t = _to_numpy(targets)
@@ -242,11 +330,45 @@ def probability_histogram_figure(probs: ArrayLike, targets: ArrayLike) -> Figure
     fig = _new_figure((6.0, 4.0))
     ax = fig.add_subplot()
     for cls, color in ((0, "C0"), (1, "C3")):
-        ax.hist(p[t == cls], bins=bins, alpha=0.6, color=color, label=f"true class {cls}")
+        ax.hist(p[t == cls], bins=bins, alpha=0.6, color=color,
+                label=f"true class {cls}: {names[cls]}")
     ax.axvline(0.5, color="black", linestyle="--", linewidth=1, label="threshold 0.5")
     ax.set_xlim(0, 1)
-    ax.set_xlabel("predicted probability P(y = 1)")
+    ax.set_xlabel(f"predicted probability of {names[1]!r} (class 1)")
     ax.set_ylabel("count")
     ax.set_title("Predicted probabilities by true class")
     ax.legend()
+    return fig
+
+
+def precision_recall(probs: ArrayLike, targets: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """(precision, recall) at every distinct probability threshold, highest first; no
+    positives gives recall 0."""
+    p = _to_numpy(probs).astype(np.float64)
+    t = _to_numpy(targets).astype(np.float64)
+    order = np.argsort(-p, kind="stable")
+    p, t = p[order], t[order]
+    last = np.r_[np.flatnonzero(np.diff(p)), p.size - 1]  # the last row of each tie
+    tp = np.cumsum(t)[last]
+    precision = tp / (last + 1)
+    recall = tp / max(t.sum(), 1.0)
+    return precision, recall
+
+
+def pr_curve_figure(probs: ArrayLike, targets: ArrayLike,
+                    names: Sequence[str] = ("0", "1")) -> Figure:
+    """Precision against recall for class 1 (``names[1]``), with the positives' base rate."""
+    precision, recall = precision_recall(probs, targets)
+    base = float(_to_numpy(targets).astype(np.float64).mean()) if precision.size else 0.0
+    fig = _new_figure((5.0, 4.5))
+    ax = fig.add_subplot()
+    ax.step(np.r_[0.0, recall], np.r_[1.0, precision], where="post", color="C0",
+            label="model")
+    ax.axhline(base, color="gray", linestyle="--", label=f"always {names[1]!r} ({base:.2f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel(f"recall (share of true {names[1]!r} found)")
+    ax.set_ylabel(f"precision (share of predicted {names[1]!r} that are)")
+    ax.set_title(f"Precision-recall, positive class {names[1]!r}")
+    ax.legend(loc="lower left")
     return fig

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -262,12 +263,38 @@ def test_divergence_stops_with_one_line_naming_the_last_good_checkpoint(tmp_path
     line = one_error_line(["train", DEFAULT, *TINY, "optim.name=sgd", "optim.lr=1e38",
                            "train.batch_size=null", "train.epochs=10", f"log.run_dir={run}",
                            "--quiet"], capsys)
-    for part in ("the loss became", "at epoch 2 (step 2)", "smaller optim.lr",
-                 f"last good checkpoint: {run / 'last.pt'}"):
-        assert part in line, line
+    assert line.startswith("error: training diverged at epoch 2 (step 2): "), line
+    assert f"last good checkpoint: {run / 'last.pt'}" in line
+    assert line.endswith("; try a smaller optim.lr (now 1e+38)"), line
     state = load_checkpoint(run / "last.pt")
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+@pytest.mark.parametrize("config, overrides, why", [
+    # the README's cases: minibatch SGD, loss 1e28 after one epoch (histograms on), and Adam,
+    # whose own step size overflows float32
+    ("sgd.yaml", ["optim.lr=1e30"], "is over 10000 times the initial"),
+    ("default.yaml", ["optim.lr=1e38"], "the optimizer's step overflowed"),
+])
+def test_divergence_is_one_line_whatever_the_optimizer(config, overrides, why, tmp_path,
+                                                       capsys) -> None:
+    run = tmp_path / "run"
+    line = one_error_line(["train", REPO / "configs" / config, "train.epochs=5",
+                           "log.histogram_every=1", *overrides, f"log.run_dir={run}",
+                           "--quiet"], capsys)
+    assert line.startswith("error: training diverged at epoch 1 ") and why in line, line
+    assert "last good checkpoint: none was written yet" in line
+    assert re.search(r"; try a smaller optim.lr \(now 1e\+3[08]\)$", line), line
+    assert not (run / "last.pt").exists() and not (run / "best.pt").exists()
+
+
+def test_a_loss_that_only_grows_far_is_divergence(tmp_path, capsys) -> None:
+    # SGD lr 1e6 on the full batch: finite losses, but they climb past 1e4 x ln 2.
+    line = one_error_line(["train", DEFAULT, *TINY, "optim.name=sgd", "optim.lr=1e6",
+                           "train.batch_size=null", "train.epochs=10",
+                           f"log.run_dir={tmp_path / 'run'}", "--quiet"], capsys)
+    assert "times the initial 0.6931" in line, line
 
 
 # ============================================================================ same second

@@ -96,13 +96,14 @@ def test_scalars_each_epoch_match_history(tmp_path) -> None:
     result = run(tmp_path, "train.epochs=4", "optim.name=sgd", "optim.lr=0.1",
                  "optim.scheduler=step", "optim.step_size=2")
     acc = ea.EventAccumulator(str(result.run_dir), size_guidance={ea.SCALARS: 0}).Reload()
-    for tag in ("train/loss", "val/loss", "val/accuracy", "lr"):
+    for key, tag in (("train/loss", "train/loss"), ("val/loss", "val/loss"),
+                     ("val/accuracy", "val/accuracy"), ("lr", "train/lr")):
         events = acc.Scalars(tag)
         assert [e.step for e in events] == [1, 2, 3, 4]
-        expected = [r[tag] for r in result.history]
+        expected = [r[key] for r in result.history]
         # Event files hold float32.
         assert [e.value for e in events] == pytest.approx(expected, rel=1e-6, abs=1e-7)
-    assert [e.value for e in acc.Scalars("lr")] == pytest.approx([0.1, 0.1, 0.05, 0.05])
+    assert [e.value for e in acc.Scalars("train/lr")] == pytest.approx([0.1, 0.1, 0.05, 0.05])
 
 
 # ----------------------------------------------------------------------------- resume

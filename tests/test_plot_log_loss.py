@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("matplotlib")
-
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "plot_log_loss.py"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -144,10 +144,6 @@ def test_sigint_mid_epoch_keeps_last_of_the_finished_epoch(tmp_path, capsys) -> 
     check_interrupted_run(tmp_path, capsys)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in fit's KeyboardInterrupt handler: with no last.pt of the finished epoch it saves "
-    "the model, optimizer and step count as they are mid-epoch, labelled as the finished "
-    "epoch, so a resume does not replay the uninterrupted run (last.pt: epoch 2, step 30)"))
 def test_sigint_mid_epoch_with_no_checkpoint_due_saves_the_finished_epoch(tmp_path,
                                                                           capsys) -> None:
     # No last.pt exists when the signal comes (the first is due at epoch 5): the handler must

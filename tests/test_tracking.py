@@ -14,8 +14,11 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from logreg_torch.model import MLP, LogisticRegression
 from logreg_torch.tracking import (
     TensorBoardLogger,
+    class_names,
     figures_available,
     flatten_hparams,
+    pr_curve_figure,
+    precision_recall,
     probability_histogram_figure,
     reliability_figure,
 )
@@ -55,11 +58,12 @@ def run(tmp_path: Path, data) -> tuple[Path, ea.EventAccumulator]:
             logger.log_dict({"loss": 2.0 / (step + 1), "accuracy": 0.5 + 0.1 * step}, step, "val/")
             logger.log("lr", torch.tensor(0.1 * step), step)
             logger.log_histograms(LogisticRegression(3), step)
-        logger.log_pr_curve("val/pr_curve", probs, targets, step=2)
+        logger.log_pr_curve("val/pr_curve", probs, targets, step=2, positive="jacket")
         logger.log_text("config", "```yaml\noptim:\n  lr: 0.1\n```")
         logger.log_hparams(
             {"optim": {"lr": 0.1, "name": "adam"}, "model": {"hidden": [64, 8]}, "seed": 0},
-            {"val/loss": 0.25, "val/accuracy": 0.9},
+            ["val/loss", "val/accuracy"], shown=["optim.lr"],
+            descriptions={"val/loss": "the criterion"},
         )
     return run_dir, _read(run_dir)
 
@@ -80,8 +84,8 @@ def test_scalars_round_trip(run) -> None:
 
 def test_histograms(run) -> None:
     _, acc = run
-    assert set(acc.Tags()[ea.HISTOGRAMS]) == {"params/linear.weight", "params/linear.bias"}
-    events = acc.Histograms("params/linear.weight")
+    assert set(acc.Tags()[ea.HISTOGRAMS]) == {"weights/linear.weight", "weights/linear.bias"}
+    events = acc.Histograms("weights/linear.weight")
     assert [e.step for e in events] == [0, 1, 2]
     assert events[0].histogram_value.num == 3  # three weights
 
@@ -98,7 +102,17 @@ def test_histograms_unwrap_compiled_model(tmp_path: Path) -> None:
         logger.log_histograms(Compiled(MLP(3, hidden=(4,))), 0)
     tags = set(_read(tmp_path).Tags()[ea.HISTOGRAMS])
     expected = {"net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}
-    assert tags == {f"params/{name}" for name in expected}
+    assert tags == {f"weights/{name}" for name in expected}
+
+
+def test_histograms_skip_non_finite_parameters(tmp_path: Path) -> None:
+    # TensorBoard cannot bin inf/NaN ("The histogram is empty"): such a parameter is skipped.
+    model = LogisticRegression(3)
+    with torch.no_grad():
+        model.linear.weight.fill_(float("inf"))
+    with TensorBoardLogger(tmp_path) as logger:
+        logger.log_histograms(model, 0)
+    assert set(_read(tmp_path).Tags()[ea.HISTOGRAMS]) == {"weights/linear.bias"}
 
 
 def test_pr_curve(run) -> None:
@@ -107,6 +121,10 @@ def test_pr_curve(run) -> None:
     assert "val/pr_curve" in acc.PluginTagToContent("pr_curves")
     (event,) = acc.Tensors("val/pr_curve")
     assert event.step == 2
+    # TensorBoard's card has no axis titles: its title and description say which is which.
+    metadata = acc.SummaryMetadata("val/pr_curve")
+    assert "precision (y) against recall (x)" in metadata.display_name
+    assert "jacket" in metadata.display_name and "recall (x axis)" in metadata.summary_description
 
 
 def test_text(run) -> None:
@@ -143,13 +161,23 @@ def test_hparams(run) -> None:
     assert hp["model.hidden"].string_value == "[64, 8]"
     assert hp["seed"].number_value == 0
     experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert {m.name.tag for m in experiment.metric_infos} == {
-        "hparam/val/loss",
-        "hparam/val/accuracy",
-    }
-    # The final metrics live in the same run, and do not add a point to the val/loss curve.
-    assert acc.Scalars("hparam/val/loss")[0].value == pytest.approx(0.25)
+    # The metric columns are curves the run logs; no one-point hparam/... scalars are added.
+    assert [m.name.tag for m in experiment.metric_infos] == ["val/loss", "val/accuracy"]
+    assert experiment.metric_infos[0].description == "the criterion"
+    assert not [t for t in acc.Tags()[ea.SCALARS] if t.startswith("hparam")]
     assert len(acc.Scalars("val/loss")) == 3
+    # "differs" puts a column among the five the HParams tab ticks.
+    assert {h.name: h.differs for h in experiment.hparam_infos} == {
+        "optim.lr": True, "optim.name": False, "model.hidden": False, "seed": False}
+
+
+def test_run_hparams_are_the_same_short_list_for_every_config() -> None:
+    from logreg_torch.config import Config
+    from logreg_torch.tracking import RUN_HPARAMS, SHOWN_HPARAMS, run_hparams
+
+    hp = run_hparams(dataclasses.asdict(Config()))
+    assert tuple(hp) == RUN_HPARAMS and set(SHOWN_HPARAMS) <= set(hp)
+    assert hp["data.path"] == "None" and hp["optim.lr"] == Config().optim.lr
 
 
 def test_exactly_one_run_folder(run) -> None:
@@ -159,17 +187,56 @@ def test_exactly_one_run_folder(run) -> None:
     assert not [p for p in run_dir.iterdir() if p.is_dir()]
 
 
+def _texts(fig) -> list[str]:
+    ax = fig.axes[0]
+    return [ax.get_xlabel(), ax.get_ylabel(), ax.get_title(),
+            *(t.get_text() for t in ax.get_legend().get_texts())]
+
+
 @needs_matplotlib
 def test_figures(tmp_path: Path, data) -> None:
     probs, targets = data
+    names = class_names({"cardigan": 0, "jacket": 1})
+    assert names == ("cardigan", "jacket") and class_names(None) == ("0", "1")
     with TensorBoardLogger(tmp_path) as logger:
-        logger.log_figure("val/reliability", reliability_figure(probs, targets), step=1)
-        logger.log_figure("val/probs", probability_histogram_figure(probs.numpy(), targets), 1)
+        logger.log_figure("val/reliability", reliability_figure(probs, targets, names=names), 1)
+        logger.log_figure("val/probs", probability_histogram_figure(probs.numpy(), targets,
+                                                                     names), 1)
+        logger.log_figure("val/pr", pr_curve_figure(probs, targets, names), 1)
     acc = _read(tmp_path)
-    assert set(acc.Tags()[ea.IMAGES]) == {"val/reliability", "val/probs"}
+    assert set(acc.Tags()[ea.IMAGES]) == {"val/reliability", "val/probs", "val/pr"}
     (image,) = acc.Images("val/reliability")
     assert image.step == 1 and image.width > 100 and image.height > 100
     assert image.encoded_image_string.startswith(b"\x89PNG")
+
+
+def test_figures_name_the_classes_and_their_axes(data) -> None:
+    probs, targets = data
+    names = ("cardigan", "jacket")
+    rel = _texts(reliability_figure(probs, targets, names=names))
+    assert "predicted probability of 'jacket'" in rel[0] and "fraction of positives" in rel[1]
+    # The line's legend says what it plots: fraction of positives at the mean probability.
+    assert any("fraction of positives at" in t and "mean predicted probability" in t
+               for t in rel[3:])
+    hist = _texts(probability_histogram_figure(probs, targets, names))
+    assert "true class 0: cardigan" in hist and "true class 1: jacket" in hist
+    pr = _texts(pr_curve_figure(probs, targets, names))
+    assert pr[0].startswith("recall") and pr[1].startswith("precision") and "jacket" in pr[2]
+
+
+def test_precision_recall_matches_scikit_learn(data) -> None:
+    from sklearn.metrics import precision_recall_curve
+
+    probs, targets = data
+    probs = torch.round(probs, decimals=1)  # ties
+    precision, recall = precision_recall(probs, targets)
+    ref_p, ref_r, _ = precision_recall_curve(targets.numpy(), probs.numpy())
+    # scikit-learn lists thresholds lowest first and ends on (recall 0, precision 1).
+    np.testing.assert_allclose(precision, ref_p[:-1][::-1])
+    np.testing.assert_allclose(recall, ref_r[:-1][::-1])
+
+
+CURVE = "fraction of positives at the bin's\nmean predicted probability"
 
 
 def _reliability_content(fig) -> dict:
@@ -180,8 +247,8 @@ def _reliability_content(fig) -> dict:
     return {"title": ax.get_title(), "x": ax.get_xlabel(), "y": ax.get_ylabel(),
             "diagonal": (list(lines["perfectly calibrated"].get_xdata()),
                          list(lines["perfectly calibrated"].get_ydata())),
-            "mean_prob": np.asarray(lines["bin mean probability"].get_xdata(), float),
-            "frac_pos": np.asarray(lines["bin mean probability"].get_ydata(), float),
+            "mean_prob": np.asarray(lines[CURVE].get_xdata(), float),
+            "frac_pos": np.asarray(lines[CURVE].get_ydata(), float),
             "bar_left": np.array([b.get_x() for b in bars]),
             "bar_width": np.array([b.get_width() for b in bars]),
             "bar_height": np.array([b.get_height() for b in bars])}
@@ -198,7 +265,8 @@ def test_reliability_figure_draws_the_reliability_curve() -> None:
     got = _reliability_content(fig)
     probs = probs.astype(np.float32).astype(np.float64)  # figures take tensors as float32
     assert got["title"] == "Reliability (15 bins, n = 600)"
-    assert (got["x"], got["y"]) == ("predicted probability", "fraction of positives")
+    assert (got["x"], got["y"]) == ("predicted probability of '1'",
+                                    "fraction of positives (true '1')")
     assert got["diagonal"] == ([0, 1], [0, 1])
     # scikit-learn's reliability curve over the same 15 uniform bins (empty bins left out).
     frac_pos, mean_prob = calibration_curve(targets, probs, n_bins=15, strategy="uniform")
@@ -231,7 +299,8 @@ def test_probability_histogram_figure_counts_each_class() -> None:
     probs, targets = rng.random(300), rng.integers(0, 2, 300)
     (ax,) = probability_histogram_figure(probs, targets).axes
     assert ax.get_title() == "Predicted probabilities by true class"
-    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted probability P(y = 1)", "count")
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted probability of '1' (class 1)",
+                                                  "count")
     edges = np.linspace(0, 1, 21)
     bars = ax.patches
     assert len(bars) == 40  # 20 bins for each class
@@ -243,7 +312,7 @@ def test_probability_histogram_figure_counts_each_class() -> None:
     (threshold,) = [line for line in ax.get_lines() if line.get_label() == "threshold 0.5"]
     assert list(threshold.get_xdata()) == [0.5, 0.5]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        "true class 0", "true class 1", "threshold 0.5"]
+        "true class 0: 0", "true class 1: 1", "threshold 0.5"]
 
 
 def test_disabled_logger_writes_nothing(tmp_path: Path, data) -> None:
@@ -257,7 +326,7 @@ def test_disabled_logger_writes_nothing(tmp_path: Path, data) -> None:
     logger.log_text("t", "text")
     logger.log_figure("f", None, 0)  # never touched when disabled
     logger.log_custom_scalars_layout()
-    logger.log_hparams({"lr": 0.1}, {"loss": 1.0})
+    logger.log_hparams({"lr": 0.1}, ["loss"])
     logger.flush()
     logger.close()
     assert not run_dir.exists()
@@ -305,3 +374,14 @@ def test_flatten_hparams() -> None:
         "dc.hidden": "[64]",
     }
     assert all(isinstance(v, (str, float, int, bool)) for v in flat.values())
+
+
+def test_histograms_of_huge_float32_weights(tmp_path: Path) -> None:
+    # float32 weights near 1e38: binned in float64, or every bin comes out empty.
+    model = LogisticRegression(3)
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.tensor([[-3e38, 1.0, 3e38]]))
+    with TensorBoardLogger(tmp_path) as logger:
+        logger.log_histograms(model, 0)
+    (event,) = _read(tmp_path).Histograms("weights/linear.weight")
+    assert event.histogram_value.num == 3

@@ -7,7 +7,6 @@ over HTTP (runs list, scalars, the HParams tab's endpoints).
 from __future__ import annotations
 
 import json
-import math
 import socket
 import subprocess
 import sys
@@ -21,15 +20,19 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from logreg_torch.config import load_config
-from logreg_torch.tracking import figures_available
+from logreg_torch.runs import HPARAM_METRICS
+from logreg_torch.tracking import RUN_HPARAMS, figures_available
 from logreg_torch.train import FitResult, fit
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 EPOCHS = 3
 VAL_METRICS = ("log_loss", "accuracy", "precision", "recall", "f1", "roc_auc",
                "average_precision", "brier", "ece")
-SCALAR_TAGS = ("train/loss", "val/loss", *(f"val/{m}" for m in VAL_METRICS), "lr", "grad_norm")
-PARAMS = ("params/linear.weight", "params/linear.bias")
+# history key -> tag
+SCALAR_TAGS = {"train/loss": "train/loss", "val/loss": "val/loss",
+               **{f"val/{m}": f"val/{m}" for m in VAL_METRICS}, "lr": "train/lr",
+               "grad_norm": "weights/grad_norm"}
+PARAMS = ("weights/linear.weight", "weights/linear.bias")
 LOAD_ALL = {ea.SCALARS: 0, ea.HISTOGRAMS: 0, ea.TENSORS: 0, ea.IMAGES: 0}
 
 
@@ -60,10 +63,11 @@ def test_run_folder_holds_every_summary(result: FitResult) -> None:
     acc = _read(run_dir)
 
     # Per-epoch scalars: the values of FitResult.history, at steps 1..3.
-    for tag in SCALAR_TAGS:
+    assert set(acc.Tags()[ea.SCALARS]) == set(SCALAR_TAGS.values())
+    for key, tag in SCALAR_TAGS.items():
         events = acc.Scalars(tag)
         assert [e.step for e in events] == [1, 2, 3], tag
-        assert [e.value for e in events] == [approx(r[tag]) for r in history], tag
+        assert [e.value for e in events] == [approx(r[key]) for r in history], tag
 
     # Weight and bias histograms at every epoch (log.histogram_every defaults to 1).
     assert set(acc.Tags()[ea.HISTOGRAMS]) == set(PARAMS)
@@ -76,10 +80,12 @@ def test_run_folder_holds_every_summary(result: FitResult) -> None:
     assert pr.step == EPOCHS
 
     # The resolved config as text.
-    (text_tag,) = acc.PluginTagToContent("text")
-    assert text_tag.startswith("config")
-    (text,) = acc.Tensors(text_tag)
-    assert b"optim" in text.tensor_proto.string_val[0]
+    # The resolved config and the test metrics as text.
+    texts = {tag.split("/")[0]: acc.Tensors(tag)[0].tensor_proto.string_val[0]
+             for tag in acc.PluginTagToContent("text")}
+    assert set(texts) == {"config", "test_metrics"}
+    assert b"optim" in texts["config"]
+    assert f"{result.test['roc_auc']:.4f}".encode() in texts["test_metrics"]
 
     # Custom scalars: train and val loss on one chart.
     (layout_event,) = acc.Tensors("custom_scalars__config__")
@@ -87,23 +93,18 @@ def test_run_folder_holds_every_summary(result: FitResult) -> None:
     charts = [c for cat in layout.category for c in cat.chart]
     assert ["train/loss", "val/loss"] in [list(c.multiline.tag) for c in charts]
 
-    # HParams: the config's values and the final metrics, in this same run.
+    # HParams: the settings that tell runs apart, and curves of this run as its metrics.
     content = acc.PluginTagToContent("hparams")
     start = HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     hp = start.session_start_info.hparams
+    assert set(hp) == set(RUN_HPARAMS)
     assert hp["optim.lr"].number_value == approx(0.05)
     assert hp["optim.name"].string_value == "adam"
+    assert hp["data.source"].string_value == "jackets"
     assert hp["train.epochs"].number_value == EPOCHS
     experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    metric_tags = {m.name.tag for m in experiment.metric_infos}
-    final = {**history[-1], **{f"test/{k}": v for k, v in result.test.items()}}
-    expected = {k: v for k, v in final.items()
-                if k.startswith(("train/", "val/", "test/")) and math.isfinite(v)}
-    assert {f"test/{m}" for m in VAL_METRICS} <= set(expected)
-    assert metric_tags == {f"hparam/{k}" for k in expected}
-    for name, value in expected.items():
-        (event,) = acc.Scalars(f"hparam/{name}")
-        assert event.value == approx(value), name
+    assert [m.name.tag for m in experiment.metric_infos] == list(HPARAM_METRICS)
+    assert set(HPARAM_METRICS) <= set(acc.Tags()[ea.SCALARS])
 
     # One run: a single events file, in the run folder itself (no timestamped sub-run).
     events_files = list(run_dir.parent.rglob("events.out.tfevents.*"))
@@ -116,7 +117,8 @@ def test_run_folder_holds_the_figures(result: FitResult) -> None:
     # A reliability diagram and the probability histograms of the final model, at the last
     # epoch, as PNG images TensorBoard can show (their content: tests/test_tracking.py).
     acc = _read(result.run_dir)
-    assert set(acc.Tags()[ea.IMAGES]) == {"val/reliability", "val/probability_histogram"}
+    assert set(acc.Tags()[ea.IMAGES]) == {"val/reliability", "val/probability_histogram",
+                                          "val/precision_recall"}
     for tag in acc.Tags()[ea.IMAGES]:
         (image,) = acc.Images(tag)
         assert image.step == EPOCHS and image.encoded_image_string.startswith(b"\x89PNG")
@@ -184,15 +186,15 @@ def test_tensorboard_server_shows_the_run(result: FitResult, tmp_path: Path) -> 
         # The HParams tab: columns from the experiment, values from the session group.
         experiment = _get(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
         names = {h["name"] for h in experiment["hparamInfos"]}
-        assert {"optim.lr", "optim.name", "train.epochs", "model.name"} <= names
-        metric_tags = {m["name"]["tag"] for m in experiment["metricInfos"]}
-        assert {"hparam/val/loss", "hparam/test/loss", "hparam/test/accuracy"} <= metric_tags
+        assert names == set(RUN_HPARAMS)
+        metric_tags = [m["name"]["tag"] for m in experiment["metricInfos"]]
+        assert metric_tags == list(HPARAM_METRICS)
         groups = _get(f"{base}/data/plugin/hparams/session_groups", {
             "experimentName": "",
             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
                                 "STATUS_RUNNING"],
             "colParams": [{"hparam": "optim.lr"}, {"hparam": "optim.name"},
-                          {"metric": {"tag": "hparam/test/loss"}}],
+                          {"metric": {"tag": "val/loss"}}],
             "startIndex": 0,
             "sliceSize": 10,
         })
@@ -200,7 +202,8 @@ def test_tensorboard_server_shows_the_run(result: FitResult, tmp_path: Path) -> 
         assert group["hparams"]["optim.lr"] == approx(0.05)
         assert group["hparams"]["optim.name"] == "adam"
         values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
-        assert values["hparam/test/loss"] == approx(result.test["loss"])
+        # A metric column is the curve's last point.
+        assert values["val/loss"] == approx(result.history[-1]["val/loss"])
     finally:
         server.terminate()
         try:

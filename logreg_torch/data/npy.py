@@ -15,6 +15,9 @@ def _load_npy(path: str | Path, positive_label: str | None, chunk_size: int,
     p = Path(path)
     try:
         if p.is_dir():
+            if not (p / "X.npy").is_file() and any(p.glob("X-*.npy")):
+                raise DataError("holds shards X-*.npy, which only streaming reads; add "
+                                "data.streaming=true (or save one X.npy and y.npy)", path)
             for name in ("X.npy", "y.npy"):
                 if not (p / name).is_file():
                     raise DataError(f"no {name} (a folder for source npy holds X.npy and y.npy)",
@@ -28,9 +31,13 @@ def _load_npy(path: str | Path, positive_label: str | None, chunk_size: int,
                     raise DataError(f"no array {missing[0]!r} in the archive; it holds: "
                                     f"{', '.join(archive.files) or 'nothing'}", path)
                 X, y = archive["X"], archive["y"]
+        elif not p.exists():
+            raise DataError(f"not found; source npy wants a folder with X.npy and y.npy, or "
+                            f"a .npz file; make one with: python scripts/make_dataset.py {path} "
+                            f"--rows 10000 --features 20", path)
         else:
-            raise DataError(f"{'not found; ' if not p.exists() else ''}source npy wants a "
-                            "folder with X.npy and y.npy, or a .npz file", path)
+            raise DataError("source npy wants a folder with X.npy and y.npy, or a .npz file",
+                            path)
     except DataError:
         raise
     except (OSError, ValueError) as e:  # unreadable, truncated, or a pickled object array
