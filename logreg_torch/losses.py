@@ -28,6 +28,7 @@ the clamped loss it returns, +-100.
 from __future__ import annotations
 
 import functools
+import operator
 from contextlib import nullcontext
 
 import torch
@@ -191,26 +192,29 @@ _probs_reference = functools.partial(_reference, "probs")
 _logits_reference = functools.partial(_reference, "logits")
 
 
-# Range checks. What runs where:
-# - real CPU tensors, eager (also inside torch.func transforms, which are unwrapped to the
-#   real tensor first): a host check, a one-line RuntimeError naming the range found;
-# - torch.compile, torch.export, CUDA and other devices: torch._assert_async on the device, part
-#   of the graph, no host sync (on CUDA the error surfaces at the next sync, as torch's own
-#   device-side check does); the message names the tensor, not the values;
-# - meta and fake tensors outside a trace: nothing to read, so nothing is checked; nor inside
-#   a torch.func transform under torch.compile (_assert_async has no vmap rule).
+# Range checks. Real CPU tensors, eager (also inside torch.func transforms, unwrapped to the
+# real tensor first): a host check, a one-line RuntimeError naming the range found. Compile,
+# export, CUDA and other devices: one torch._assert_async for all the tensors, in the graph, no
+# host sync (on CUDA the error surfaces at the next sync, as torch's own device-side check
+# does), naming the tensors, not the values. Meta and fake tensors outside a trace: nothing to
+# read, nothing checked; nor in a torch.func transform under compile (no vmap rule).
 
 
-def _check_range(t: Tensor, name: str, fn: str) -> None:
-    if not torch.compiler.is_compiling():
-        t = _fast.unwrap_functorch(t)
-        if type(t) in _fast._PLAIN_TYPES and t.device.type == "cpu":
-            _fast.check_range_host(t, name, fn)
+def _check_range(fn: str, *named: tuple[Tensor, str]) -> None:
+    on_device = []
+    for t, name in named:
+        if not torch.compiler.is_compiling():
+            u = _fast.unwrap_functorch(t)
+            if type(u) in _fast._PLAIN_TYPES and u.device.type == "cpu":
+                _fast.check_range_host(u, name, fn)
+                continue
+        elif torch._C._are_functorch_transforms_active():
             return
-    elif torch._C._are_functorch_transforms_active():
-        return
-    in_range = ((t >= 0) & (t <= 1)).all()  # False for a NaN too
-    torch._assert_async(in_range, f"{fn}: all elements of {name} must be in [0, 1] (no NaN)")
+        on_device.append((t, name))
+    if on_device:  # one condition (False for a NaN too), one reduction, one assert
+        ok = functools.reduce(operator.and_, [(t >= 0) & (t <= 1) for t, _ in on_device])
+        names = " and ".join(name for _, name in on_device)
+        torch._assert_async(ok.all(), f"{fn}: all elements of {names} must be in [0, 1] (no NaN)")
 
 
 # Validation. Exception types follow torch's: ValueError for shapes and reduction,
@@ -286,7 +290,7 @@ def _loss(kind: str, input: Tensor, target: Tensor, weight: Tensor | None,
     check_input, check_target = check_range and kind == "probs", check_range
     if label_smoothing:
         if check_range:  # check the targets the user gave, not the smoothed ones
-            _check_range(target, "target", fn)
+            _check_range(fn, (target, "target"))
             check_target = False
         target = target * (1 - label_smoothing) + label_smoothing / 2
     # Like torch, weights of another float dtype are cast to the input's.
@@ -299,10 +303,8 @@ def _loss(kind: str, input: Tensor, target: Tensor, weight: Tensor | None,
                                              for t in (target, weight, pos_weight))
              and _fast.plain_cpu(input, target, weight, pos_weight))
     if not fused:  # the fused path checks chunk by chunk, while each is in cache
-        if check_input:
-            _check_range(input, "input (probabilities)", fn)
-        if check_target:
-            _check_range(target, "target", fn)
+        _check_range(fn, *[(input, "input (probabilities)")] * check_input,
+                     *[(target, "target")] * check_target)
     with torch.autocast(device, enabled=False) if autocast else nullcontext():
         if not fused:
             return reference(input, target, pos_weight, weight, reduction)
