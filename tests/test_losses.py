@@ -298,6 +298,7 @@ def test_hard_labels_path_matches_torch(dtype, reduction, weighted, monkeypatch)
     """0/1 targets take their own CPU kernel (one log-sigmoid of +-x); across chunks, with
     weights and logits far in both tails it must give torch's values and gradients."""
     monkeypatch.setattr(losses_fast, "_CHUNK", 64)
+    monkeypatch.setattr(losses_fast, "SMALL_HARD", 0)  # not the minibatch route: chunks
     calls = _count_calls(monkeypatch, "_hard_label_chunk")
     gen = torch.Generator().manual_seed(11)
     x = torch.randn(300, 3, generator=gen, dtype=dtype) * 5
@@ -341,11 +342,15 @@ def test_almost_hard_labels_take_the_general_path(monkeypatch):
 @pytest.mark.parametrize("kind", ["probs", "logits-hard", "logits-soft"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_one_chunk_route_equals_reference_path(kind, dtype, weighted, monkeypatch):
-    """A minibatch (one chunk) takes a route with fewer ops (one aminmax for the target's range
-    and 0/1 check, the probabilities' range read off the result); same values and gradients
-    as the reference formulas, for both reductions, shapes 1-d and 2-d, calls repeated (the
-    cached scratch views)."""
+@pytest.mark.parametrize("small_hard", [True, False])
+def test_minibatch_routes_equal_reference_path(kind, dtype, weighted, small_hard, monkeypatch):
+    """A minibatch takes a route with fewer ops: 0/1 logits labels as differentiable ops
+    (``small_hard_label_loss``), the rest as one chunk (one aminmax for the target's range and
+    0/1 check, the probabilities' range read off the result). Same values and gradients as
+    the reference formulas, both reductions, shapes 1-d and 2-d, calls repeated (the cached
+    scratch views), double backward of the differentiable-ops route."""
+    if not small_hard:
+        monkeypatch.setattr(losses_fast, "SMALL_HARD", 0)
     routes = _count_calls(monkeypatch, "_one_chunk")
     hard = _count_calls(monkeypatch, "_hard_label_chunk")
     gen = torch.Generator().manual_seed(21)
@@ -365,7 +370,15 @@ def test_one_chunk_route_equals_reference_path(kind, dtype, weighted, monkeypatc
             theirs = ref(xr, y, None, w, reduction)
             _compare(ours, theirs, dtype)
             _compare(torch.autograd.grad(ours, xr)[0], torch.autograd.grad(theirs, xr)[0], dtype)
-    assert len(routes) == 6 and len(hard) == (6 if kind == "logits-hard" else 0)
+    composite = kind == "logits-hard" and small_hard
+    assert len(routes) == (0 if composite else 6)
+    assert len(hard) == (6 if kind == "logits-hard" and not small_hard else 0)
+    if composite:  # Hessian-vector products through the autograd of the composite
+        xr = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad(fn(xr, y, w), xr, create_graph=True)
+        (hv,) = torch.autograd.grad(g.sum(), xr)
+        (gr,) = torch.autograd.grad(ref(xr, y, None, w, "mean"), xr, create_graph=True)
+        _compare(hv, torch.autograd.grad(gr.sum(), xr)[0], dtype)
 
 
 def test_one_chunk_route_range_errors_and_weight_nans():
