@@ -345,8 +345,8 @@ def test_almost_hard_labels_take_the_general_path(monkeypatch):
 @pytest.mark.parametrize("small_hard", [True, False])
 def test_minibatch_routes_equal_reference_path(kind, dtype, weighted, small_hard, monkeypatch):
     """A minibatch takes a route with fewer ops: 0/1 logits labels as differentiable ops
-    (``small_hard_label_loss``), the rest as one chunk (one aminmax for the target's range and
-    0/1 check, the probabilities' range read off the result). Same values and gradients as
+    (``small_hard_label_loss``), the rest as one chunk (the target's range and 0/1 checks from
+    one product, the probabilities' range read off the result). Same values and gradients as
     the reference formulas, both reductions, shapes 1-d and 2-d, calls repeated (the cached
     scratch views), double backward of the differentiable-ops route."""
     if not small_hard:
