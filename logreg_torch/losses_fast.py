@@ -344,17 +344,17 @@ SMALL_HARD = 16384
 
 def small_hard_label_loss(x: Tensor, y: Tensor, weight: Tensor | None, reduction: str,
                           fn: str) -> tuple[Tensor | None, bool]:
-    """(loss, False) for a small real CPU minibatch whose targets are all 0 or 1, else (None,
-    whether the targets still need their range check). The caller has checked shapes and
-    that only x may need a gradient.
+    """(loss, False) for a small real CPU minibatch (one chunk) whose targets are all 0 or 1,
+    else (None, whether the targets still need their range check). The caller has checked
+    shapes and that only x may need a gradient.
 
     The loss is ``_hard_label_chunk``'s: -logsigmoid(u) with u = x(2y - 1), exactly +-x, so
     autograd's derivative is its -(2y - 1) sigmoid(-u) with the same rounding, and a graph of
-    the backward (double backward) comes for free. The targets' range and 0/1 check are
-    ``_one_chunk``'s single aminmax.
+    the backward (double backward) comes for free. The targets' range and 0/1 check: one
+    product and one aminmax (cheaper than amin and sum at this size).
     """
     n = x.numel()
-    if not 0 < n <= SMALL_HARD or x.dtype != _compute_dtype(x.dtype):
+    if not 0 < n <= min(SMALL_HARD, _CHUNK) or x.dtype != _compute_dtype(x.dtype):
         return None, True
     m = torch.sub(1, y)
     lo, hi = (v.item() for v in torch.aminmax(torch.mul(y, m)))

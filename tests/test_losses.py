@@ -298,7 +298,6 @@ def test_hard_labels_path_matches_torch(dtype, reduction, weighted, monkeypatch)
     """0/1 targets take their own CPU kernel (one log-sigmoid of +-x); across chunks, with
     weights and logits far in both tails it must give torch's values and gradients."""
     monkeypatch.setattr(losses_fast, "_CHUNK", 64)
-    monkeypatch.setattr(losses_fast, "SMALL_HARD", 0)  # not the minibatch route: chunks
     calls = _count_calls(monkeypatch, "_hard_label_chunk")
     gen = torch.Generator().manual_seed(11)
     x = torch.randn(300, 3, generator=gen, dtype=dtype) * 5
