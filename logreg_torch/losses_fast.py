@@ -1,13 +1,13 @@
 """The eager CPU fast path of the losses: mean/sum in cache-sized chunks, the gradient written
 in the same pass as the loss.
 
-``logreg_torch.losses`` takes this path only for real CPU tensors in plain eager mode (no
-``torch.compile``, ``torch.func`` transform, forward AD, fake/meta tensor or dispatch mode),
-with a mean or sum reduction and only the input needing a gradient; everything else runs the
-reference formulas there. A test checks that both give the same values and gradients.
+``logreg_torch.losses`` takes this path (or, for small 0/1-label logits losses, the route of
+differentiable ops below) only for real CPU tensors in plain eager mode (no compile, torch.func,
+forward AD, fake/meta tensor or dispatch mode), mean or sum, only the input needing a gradient;
+else the reference formulas. Tests check both give the same values and gradients.
 
-Measured (2-core CPU, float32, fwd+bwd, logits): against the reference path this is 0.45x at
-N=1e6 and 0.5x at N=1e7, from fewer passes over memory and reused scratch memory.
+Measured (2-core CPU, float32, fwd+bwd, logits): 0.45x the reference path at N=1e6 and 0.5x
+at 1e7, from fewer passes over memory and reused scratch memory.
 """
 
 from __future__ import annotations
@@ -146,8 +146,7 @@ def _hard_label_chunk(x: Tensor, m: Tensor, weight: Tensor | None, grad: Tensor 
 
 
 def _scalar(x: Tensor, value: float) -> Tensor:
-    """A 0-d tensor of x's dtype holding ``value``; real CPU ones are cached per thread (a
-    fresh one is ~1 us, ~3% of a minibatch's loss)."""
+    """A 0-d tensor of x's dtype holding ``value``; real CPU ones cached per thread (~1 us)."""
     cache = _SCRATCH.__dict__.setdefault("scalars", {})
     t = cache.get((value, x.dtype))
     if t is None:
@@ -283,11 +282,10 @@ def chunked_sum(kernel, x: Tensor, y: Tensor, extra: Tensor | None, weight: Tens
 
 def _one_chunk(kernel, x: Tensor, y: Tensor, extra: Tensor | None, weight: Tensor | None,
                grad_scale: float | None, checks: tuple) -> tuple[Tensor, Tensor | None]:
-    """``chunked_sum`` for an input of one chunk that needs no cast: the usual minibatch.
-    The same kernels as the loop, with fewer dispatched ops around them (at N=4096 each op
-    costs ~1.5 us, the whole forward+backward of torch's loss ~30 us): cached scratch views,
-    the logits target's range and 0/1 checks from one product, and the probabilities' range
-    check read off the result (see below)."""
+    """``chunked_sum`` for one chunk needing no cast: the usual minibatch. The loop's kernels
+    with fewer ops around them (at N=4096 ~1.5 us each; torch's whole loss takes ~30 us):
+    cached scratch views, the logits target's range and 0/1 checks from one product, the
+    probabilities' range check read off the result (see below)."""
     fn, check_input, check_target, in_range = checks
     grad = None
     if grad_scale is not None:
@@ -295,9 +293,8 @@ def _one_chunk(kernel, x: Tensor, y: Tensor, extra: Tensor | None, weight: Tenso
     scale = 1 if grad_scale is None else grad_scale
     scratch = _scratch_views(x)
     if kernel is bcel_chunk and check_target and extra is None:
-        # q = y(1-y) is >= 0 exactly when y is in [0, 1] (NaN for a NaN), and then all 0
-        # exactly when every label is 0 or 1 (the reasoning of bcel_chunk's dot). amin and sum
-        # (NaN-propagating both) take 7 us at N=65536 where one aminmax takes 11.
+        # q = y(1-y) is >= 0 exactly when y is in [0, 1] (NaN for a NaN), then all 0 exactly
+        # when every label is 0 or 1 (see bcel_chunk's dot); amin + sum: 7 us at 65536, aminmax 11
         m, q, e = scratch
         torch.mul(y, torch.sub(1, y, out=m), out=q)
         if not q.amin().item() >= 0:
@@ -336,23 +333,20 @@ def _scratch_views(x: Tensor) -> list[Tensor]:
     return scratch
 
 
-# Up to this many elements a logits loss with 0/1 labels is cheaper as differentiable ops,
-# differentiated by autograd's C++ nodes, than as FusedLoss, a Python Function (measured, 1
-# thread: 45 vs 52 us of torch's 29 at N=4096; at 65536 the fused pass is faster, 164 vs 181).
+# Up to this many elements 0/1-label logits losses are cheaper as differentiable ops (autograd's
+# C++ nodes) than as FusedLoss, a Python Function: 1.74 vs 1.90x torch at 4096, equal at 16384.
 SMALL_HARD = 16384
 
 
 def small_hard_label_loss(x: Tensor, y: Tensor, weight: Tensor | None, reduction: str,
                           fn: str) -> tuple[Tensor | None, bool]:
-    """(loss, False) for a small real CPU minibatch (one chunk) whose targets are all 0 or 1,
-    else (None, whether the targets still need their range check). The caller has checked
-    shapes and that only x may need a gradient.
+    """(loss, False) for a small real CPU minibatch (one chunk) of 0/1 targets, else (None,
+    whether the targets still need their range check); the fused path's conditions hold.
 
     The loss is ``_hard_label_chunk``'s: -logsigmoid(u) with u = x(2y - 1), exactly +-x, so
     autograd's derivative is its -(2y - 1) sigmoid(-u) with the same rounding, and a graph of
-    the backward (double backward) comes for free. The targets' range and 0/1 check: one
-    product and one aminmax (cheaper than amin and sum at this size).
-    """
+    the backward comes for free. Target checks: a product and one aminmax (at this size
+    cheaper than amin and sum)."""
     n = x.numel()
     if not 0 < n <= min(SMALL_HARD, _CHUNK) or x.dtype != _compute_dtype(x.dtype):
         return None, True
@@ -363,8 +357,7 @@ def small_hard_label_loss(x: Tensor, y: Tensor, weight: Tensor | None, reduction
     if hi != 0:
         return None, False
     loss = torch.nn.functional.logsigmoid(x * torch.sub(y, m))
-    if weight is not None:
-        loss = loss * weight
+    loss = loss if weight is None else loss * weight
     return (loss.mean() if reduction == "mean" else loss.sum()).neg(), False
 
 
