@@ -111,7 +111,7 @@ class _LinearBCEWithLogits(torch.autograd.Function):
         want_x = ctx.needs_input_grad[0]
         fn = "binary_cross_entropy_with_logits"
         if check_range:
-            _check_range(targets, "target", fn)
+            _check_range(fn, (targets, "target"))
         logits = torch.empty(n, dtype=w.dtype, device=w.device)
         grad_z = torch.empty_like(logits)  # n * dL/dz
         step = n if features.is_cuda else BLOCK_ROWS

@@ -38,7 +38,7 @@ class Objective:
             return self.data_loss(model(features), targets)
         body, head = parts
         if self.check_range and self.label_smoothing:
-            _check_range(targets, "target", "training targets")
+            _check_range("training targets", (targets, "target"))
         if self.label_smoothing:
             targets = targets * (1 - self.label_smoothing) + self.label_smoothing / 2
         return linear_bce_with_logits(body(features), head, targets, self.pos_weight,

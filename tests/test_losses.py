@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import logreg_torch
-from logreg_torch import losses_fast
+from logreg_torch import losses, losses_fast
 from logreg_torch.losses import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -336,6 +336,68 @@ def test_almost_hard_labels_take_the_general_path(monkeypatch):
     torch.testing.assert_close(ours, expected, rtol=1e-15, atol=0)
     assert total.item() == pytest.approx(expected.sum().item(), rel=1e-15)
     assert ours[0].item() == pytest.approx(5e-29, rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["probs", "logits-hard", "logits-soft"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("small_hard", [True, False])
+def test_minibatch_routes_equal_reference_path(kind, dtype, weighted, small_hard, monkeypatch):
+    """A minibatch takes a route with fewer ops: 0/1 logits labels as differentiable ops
+    (``small_hard_label_loss``), the rest as one chunk (the target's range and 0/1 checks from
+    one product, the probabilities' range read off the result). Same values and gradients as
+    the reference formulas, both reductions, shapes 1-d and 2-d, calls repeated (the cached
+    scratch views), double backward of the differentiable-ops route."""
+    if not small_hard:
+        monkeypatch.setattr(losses_fast, "SMALL_HARD", 0)
+    routes = _count_calls(monkeypatch, "_one_chunk")
+    hard = _count_calls(monkeypatch, "_hard_label_chunk")
+    gen = torch.Generator().manual_seed(21)
+    for shape in [(4096,), (33, 7), (4096,)]:
+        if kind == "probs":
+            x = _probs(shape, dtype, gen)
+        else:
+            x = torch.randn(shape, generator=gen, dtype=dtype) * 4
+        y = torch.rand(shape, generator=gen, dtype=dtype)
+        y = y.round() if kind != "logits-soft" else y
+        w = torch.rand(shape[-1:], generator=gen, dtype=dtype) if weighted else None
+        fn = binary_cross_entropy if kind == "probs" else binary_cross_entropy_with_logits
+        ref = losses._probs_reference if kind == "probs" else losses._logits_reference
+        for reduction in ["mean", "sum"]:
+            xr = x.clone().requires_grad_()
+            ours = fn(xr, y, w, reduction=reduction)
+            theirs = ref(xr, y, None, w, reduction)
+            _compare(ours, theirs, dtype)
+            _compare(torch.autograd.grad(ours, xr)[0], torch.autograd.grad(theirs, xr)[0], dtype)
+    composite = kind == "logits-hard" and small_hard
+    assert len(routes) == (0 if composite else 6)
+    assert len(hard) == (6 if kind == "logits-hard" and not small_hard else 0)
+    if composite:  # Hessian-vector products through the autograd of the composite
+        xr = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad(fn(xr, y, w), xr, create_graph=True)
+        (hv,) = torch.autograd.grad(g.sum(), xr)
+        (gr,) = torch.autograd.grad(ref(xr, y, None, w, "mean"), xr, create_graph=True)
+        _compare(hv, torch.autograd.grad(gr.sum(), xr)[0], dtype)
+
+
+def test_one_chunk_route_range_errors_and_weight_nans():
+    p, y = torch.rand(50), torch.rand(50).round()
+    p_bad, y_bad = p.clone(), y.clone()
+    p_bad[7], y_bad[9] = 1.5, -0.5
+    with pytest.raises(RuntimeError, match=r"input \(probabilities\).*\[.*, 1.5\]"):
+        binary_cross_entropy(p_bad, y_bad)  # both wrong: the input named first, as before
+    with pytest.raises(RuntimeError, match=r"target.*\[-0.5, "):
+        binary_cross_entropy(p, y_bad)
+    with pytest.raises(RuntimeError, match=r"target.*\[-0.5, "):
+        binary_cross_entropy_with_logits(p, y_bad)
+    # a NaN that comes from the weights (inf * a zero loss) is a result, not a range error
+    w = torch.ones(50)
+    w[0], p[0], y[0] = float("inf"), 1.0, 1.0
+    assert binary_cross_entropy(p, y, w).isnan()
+    assert F.binary_cross_entropy(p, y, w).isnan()
+    y_neg_zero = torch.full((50,), -0.0)  # -0.0 is a valid 0 label
+    torch.testing.assert_close(binary_cross_entropy_with_logits(p, y_neg_zero),
+                               F.binary_cross_entropy_with_logits(p, y_neg_zero))
 
 
 def test_threads_do_not_share_scratch_tensors(monkeypatch):
