@@ -24,8 +24,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from logreg_torch.checkpoint import CheckpointError
     from logreg_torch.config import ConfigError
     from logreg_torch.data import DataError
+    from logreg_torch.runs import TrainingError
     from logreg_torch.runtime import DistributedError
-    from logreg_torch.train import TrainingError
 
     return (ConfigError, DataError, CheckpointError, TrainingError, DistributedError, UsageError)
 
@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from logreg_torch.config import load_config
-    from logreg_torch.train import fit
+    from logreg_torch.fit import fit
 
     cfg = load_config(args.config, args.overrides)
     result = fit(cfg, quiet=args.quiet)
@@ -87,7 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _load(checkpoint: str):
     from logreg_torch.checkpoint import load_checkpoint
-    from logreg_torch.train import model_from_checkpoint
+    from logreg_torch.predict import model_from_checkpoint
 
     state = load_checkpoint(checkpoint)
     return state, model_from_checkpoint(state)
@@ -97,7 +97,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from logreg_torch.data import prepare, read_labeled
-    from logreg_torch.train import evaluate, make_objective, resolved_config_of
+    from logreg_torch.loop import evaluate
+    from logreg_torch.objective import make_objective
+    from logreg_torch.predict import resolved_config_of
 
     state, model = _load(args.checkpoint)
     cfg = resolved_config_of(state)
@@ -135,7 +137,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from logreg_torch.checkpoint import atomic_write
     from logreg_torch.data import read_csv, read_features_csv
-    from logreg_torch.train import predict_proba
+    from logreg_torch.predict import predict_proba
 
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold must be in [0, 1], got {args.threshold}")

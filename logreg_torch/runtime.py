@@ -126,3 +126,10 @@ def set_rng_state(state: dict) -> None:
     if "cuda" in state and torch.cuda.is_available():
         cuda = state["cuda"]
         torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+
+
+def autocast(runtime: Runtime):
+    """The autocast context of the run: mixed precision for bf16/fp16, otherwise off."""
+    if runtime.autocast_dtype is None:
+        return torch.autocast(runtime.device.type, enabled=False)
+    return torch.autocast(runtime.device.type, dtype=runtime.autocast_dtype)

@@ -47,10 +47,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from logreg_torch.config import load_config
 from logreg_torch.data import make_classification
+from logreg_torch.loop import train_one_epoch
 from logreg_torch.losses import binary_cross_entropy_with_logits
 from logreg_torch.model import LogisticRegression
+from logreg_torch.objective import make_objective
 from logreg_torch.runtime import resolve_runtime
-from logreg_torch.train import make_objective, make_optimizer, train_one_epoch
+from logreg_torch.solvers import make_optimizer
 
 SCRIPTS = Path(__file__).resolve().parent
 CPU = torch.device("cpu")

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-import logreg_torch.train as train_module
+import logreg_torch.fit as fit_module
 from logreg_torch import cli
 from logreg_torch.checkpoint import load_checkpoint
 from logreg_torch.config import load_config
@@ -254,7 +254,7 @@ def test_corrupted_checkpoint_message_does_not_suggest_unsafe_loading(files, cap
 
 
 def test_ctrl_c_returns_130_and_says_how_to_resume(tmp_path, monkeypatch, capsys) -> None:
-    real, calls = train_module.train_one_epoch, {"n": 0}
+    real, calls = fit_module.train_one_epoch, {"n": 0}
 
     def train_one_epoch(*args, **kwargs):
         calls["n"] += 1
@@ -262,7 +262,7 @@ def test_ctrl_c_returns_130_and_says_how_to_resume(tmp_path, monkeypatch, capsys
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train_one_epoch", train_one_epoch)
+    monkeypatch.setattr(fit_module, "train_one_epoch", train_one_epoch)
     run = tmp_path / "run"
     argv = ["train", str(DEFAULT), "train.epochs=5", f"log.run_dir={run}", "--quiet"]
     assert cli.main(argv) == 130

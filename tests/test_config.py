@@ -1,4 +1,4 @@
-"""Tests for logreg_torch/config.py: shipped configs, merge order, and every user mistake."""
+"""Tests for logreg_torch/config/: shipped configs, merge order, and every user mistake."""
 
 from __future__ import annotations
 

@@ -203,10 +203,10 @@ DYING_RANK = '''\
 import os
 import sys
 
-import logreg_torch.train
+import logreg_torch.fit
 from logreg_torch.cli import main
 
-train_one_epoch = logreg_torch.train.train_one_epoch
+train_one_epoch = logreg_torch.fit.train_one_epoch
 calls = 0
 
 
@@ -218,7 +218,7 @@ def dying(*args, **kwargs):
     return train_one_epoch(*args, **kwargs)
 
 
-logreg_torch.train.train_one_epoch = dying
+logreg_torch.fit.train_one_epoch = dying
 sys.exit(main(["train", *sys.argv[1:]]))
 '''
 

@@ -201,7 +201,7 @@ def _fit_params(tmp_path, monkeypatch, overrides: list[str], fast_path: bool):
         calls.append(features)
         return linear_bce_with_logits(features, head, targets, *args, **kwargs)
 
-    monkeypatch.setattr("logreg_torch.train.linear_bce_with_logits", spy)
+    monkeypatch.setattr("logreg_torch.objective.linear_bce_with_logits", spy)
     cfg = load_config(None, [
         "data.source=synthetic", "data.n_samples=200", f"data.n_features={D}",
         "data.n_informative=3", "data.val_fraction=0", "data.test_fraction=0",

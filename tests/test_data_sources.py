@@ -1,8 +1,8 @@
-"""Tests for logreg_torch.data: every source, labels, splits, standardization, bad inputs."""
+"""Tests for logreg_torch.data's sources: bundled sets, CSV, npy and synthetic data, labels,
+and every bad input. Splits, standardization and scoring have test_data_*.py of their own."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import replace
 
 import numpy as np
@@ -12,15 +12,9 @@ import torch
 from logreg_torch.config import DataConfig
 from logreg_torch.data import (
     DataError,
-    apply_standardizer,
     default_positive_label,
-    fit_standardizer,
     load_table,
     prepare,
-    read_csv,
-    read_features_csv,
-    read_labeled,
-    split,
 )
 
 
@@ -177,87 +171,6 @@ def test_synthetic_separation_grows_with_class_sep():
     assert accuracy(0.2) < 0.7 < 0.8 < accuracy(2.0)
 
 
-# ----------------------------------------------------------------------------- split
-
-def make_table(n=100, seed=0):
-    cfg = DataConfig(source="synthetic", n_samples=n, n_features=3, n_informative=2)
-    table = load_table(cfg, seed=seed)
-    table.X[:, 0] = np.arange(n)  # a row id, to check disjointness
-    return table
-
-
-def test_split_sizes_disjoint_and_seeded():
-    table = make_table(1000)
-    s = split(table, 0.2, 0.1, seed=7)
-    assert [len(p[1]) for p in (s.train, s.val, s.test)] == [700, 200, 100]
-    ids = [set(p[0][:, 0]) for p in (s.train, s.val, s.test)]
-    assert set.union(*ids) == set(range(1000)) and sum(map(len, ids)) == 1000
-    again, other = split(table, 0.2, 0.1, seed=7), split(table, 0.2, 0.1, seed=8)
-    np.testing.assert_array_equal(s.val[0], again.val[0])
-    assert not np.array_equal(s.val[0], other.val[0])
-
-
-def test_zero_fraction_gives_empty_split():
-    s = split(make_table(), 0.0, 0.0, seed=0)
-    assert s.val[0].shape == (0, 3) and s.test[1].shape == (0,) and len(s.train[0]) == 100
-
-
-@pytest.mark.parametrize(("val", "test", "message"), [
-    (0.01, 0.0, "data.val_fraction=0.01 of 20 rows gives an empty split"),
-    (0.0, 0.02, "data.test_fraction=0.02 of 20 rows gives an empty split"),
-    (1.0, 0.0, "data.val_fraction=1.0 must be at least 0 and below 1"),
-    (0.2, -0.1, "data.test_fraction=-0.1 must be at least 0 and below 1"),
-    (0.6, 0.4, "leave no training rows out of 20"),
-])
-def test_split_errors(val, test, message):
-    with pytest.raises(DataError, match=message):
-        split(make_table(20), val, test, seed=0)
-
-
-def test_split_single_class_train_is_an_error(tmp_path):
-    path = write(tmp_path, "a,label\n" + "1,x\n" * 9 + "2,y\n")
-    table = load_table(csv_cfg(path), seed=0)
-    with pytest.raises(DataError, match="training split .* holds a single class"):
-        # With 1 of 10 rows in class y, some seed puts it outside the train split.
-        for seed in range(50):
-            split(table, 0.5, 0.0, seed)
-
-
-# ----------------------------------------------------------------------------- standardization
-
-def test_standardizer_is_fitted_on_train_only():
-    cfg = DataConfig(source="jackets", val_fraction=0.25, test_fraction=0.25)
-    prepared = prepare(cfg, seed=1)
-    raw = split(load_table(cfg, 1), 0.25, 0.25, 1)
-    np.testing.assert_allclose(prepared.preprocessing["mean"], raw.train[0].mean(0))
-    np.testing.assert_allclose(prepared.preprocessing["std"], raw.train[0].std(0))
-    Xtr = prepared.train[0].double()
-    np.testing.assert_allclose(Xtr.mean(0), 0, atol=1e-6)
-    np.testing.assert_allclose(Xtr.std(0, unbiased=False), 1, atol=1e-5)
-    assert prepared.train[0].dtype == prepared.train[1].dtype == torch.float32
-    assert prepared.val[0].double().mean(0).abs().max() > 1e-3
-
-
-def test_constant_column_gets_std_one():
-    X = np.array([[0.1, 1.0], [0.1, 2.0], [0.1, 3.0]])
-    stats = fit_standardizer(X, chunk_size=2)  # chunks must agree with one pass
-    assert stats["std"][0] == 1.0
-    np.testing.assert_allclose(stats["mean"], [0.1, 2.0])
-    np.testing.assert_allclose(stats["std"][1], np.std([1.0, 2.0, 3.0]))
-    np.testing.assert_allclose(apply_standardizer(X, stats)[:, 0], 0, atol=1e-15)
-
-
-def test_preprocessing_survives_weights_only_load():
-    prepared = prepare(DataConfig(source="jackets"), seed=0)
-    buffer = io.BytesIO()
-    torch.save({"pre": prepared.preprocessing, "labels": prepared.label_map}, buffer)
-    buffer.seek(0)
-    loaded = torch.load(buffer, weights_only=True)
-    assert loaded["pre"] == prepared.preprocessing and loaded["pre"]["standardize"] is True
-    raw = prepare(DataConfig(source="jackets", standardize=False), seed=0)
-    assert raw.preprocessing["mean"] == [0.0] * 7 and raw.preprocessing["std"] == [1.0] * 7
-
-
 # ----------------------------------------------------------------------------- bad CSV input
 
 @pytest.mark.parametrize(("text", "cfg_kw", "parts"), [
@@ -360,39 +273,3 @@ def test_npy_missing_pieces(tmp_path):
     assert "cannot read" in load_error(DataConfig(source="npy", path=str(tmp_path / "bad.npz")))
 
 
-# ----------------------------------------------------------------------------- predict / evaluate
-
-def test_read_features_csv_standardizes_by_name(tmp_path):
-    pre = {"standardize": True, "mean": [1.0, 10.0], "std": [2.0, 5.0]}
-    path = write(tmp_path, "label,b,extra,a\nyes,20,q,3\nno,10,r,1\n")
-    X, rows = read_features_csv(path, ["a", "b"], pre)
-    np.testing.assert_allclose(X, [[1.0, 2.0], [0.0, 0.0]])
-    assert rows == [["yes", "20", "q", "3"], ["no", "10", "r", "1"]]
-    assert read_csv(path).header == ["label", "b", "extra", "a"]
-    X, _ = read_features_csv(path, ["a", "b"], {**pre, "standardize": False})
-    np.testing.assert_array_equal(X, [[3, 20], [1, 10]])
-
-
-def test_read_features_csv_errors(tmp_path):
-    pre = {"standardize": False, "mean": [0.0, 0.0], "std": [1.0, 1.0]}
-    with pytest.raises(DataError) as info:
-        read_features_csv(write(tmp_path, "a,c\n1,2\n"), ["a", "b"], pre)
-    assert "data.csv: missing column(s) 'b'; the checkpoint expects these columns: a, b" in str(
-        info.value)
-    with pytest.raises(DataError, match=r"data.csv, line 3, column 'a': not a number: 'oops'"):
-        read_features_csv(write(tmp_path, "a,b\n1,2\noops,3\n"), ["a", "b"], pre)
-
-
-def test_read_labeled_uses_stored_label_map(tmp_path):
-    pre = {"standardize": False, "mean": [0.0], "std": [1.0]}
-    label_map = {"cardigan": 0, "jacket": 1}
-    X, y = read_labeled(write(tmp_path, "a,purchase\n1,jacket\n2,jacket\n"), "purchase", ["a"],
-                        label_map, pre)
-    np.testing.assert_array_equal(y, [1, 1])  # one class is fine when evaluating
-    with pytest.raises(DataError, match=r"line 3, column 'purchase': label 'scarf' is not one"):
-        read_labeled(write(tmp_path, "a,purchase\n1,jacket\n2,scarf\n"), "purchase", ["a"],
-                     label_map, pre)
-    with pytest.raises(DataError, match="no target column 'purchase'; columns are: a, y"):
-        read_labeled(write(tmp_path, "a,y\n1,jacket\n"), "purchase", ["a"], label_map, pre)
-    _, y = read_labeled(write(tmp_path, "a,t\n1,1.0\n2,0\n"), "t", ["a"], {"0": 0, "1": 1}, pre)
-    np.testing.assert_array_equal(y, [1, 0])

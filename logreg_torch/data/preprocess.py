@@ -1,0 +1,57 @@
+"""Standardization (fitted on the training split only) and prepare(cfg): table -> tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from logreg_torch.config import DataConfig
+from logreg_torch.data.sources import load_table
+from logreg_torch.data.splits import split
+from logreg_torch.data.table import Prepared
+
+
+def fit_standardizer(X: np.ndarray, chunk_size: int = 65536) -> dict[str, list[float]]:
+    """Per-column mean and (population) std in float64; a constant column gets std 1.
+
+    Two passes over row chunks, so a memory map never needs a full-size float64 copy.
+    """
+    n = len(X)
+    if n == 0:
+        raise ValueError("cannot fit a standardizer on zero rows")
+    chunks = range(0, n, chunk_size)
+    mean = sum(np.asarray(X[s:s + chunk_size], np.float64).sum(0) for s in chunks) / n
+    var = sum(((np.asarray(X[s:s + chunk_size], np.float64) - mean) ** 2).sum(0)
+              for s in chunks) / n
+    std = np.sqrt(var)
+    # Rounding leaves a constant column with a tiny nonzero std; dividing by it would blow
+    # rounding noise up to order 1 (sklearn's StandardScaler guards the same way).
+    std[std < 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean))] = 1.0
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def apply_standardizer(X: np.ndarray, stats: dict) -> np.ndarray:
+    """(X - mean) / std as float64."""
+    mean, std = np.asarray(stats["mean"], np.float64), np.asarray(stats["std"], np.float64)
+    if X.ndim != 2 or X.shape[1] != mean.size:
+        raise ValueError(f"X has shape {X.shape}, the standardizer has {mean.size} columns")
+    return (np.asarray(X, np.float64) - mean) / std
+
+
+def prepare(cfg: DataConfig, seed: int, dtype: torch.dtype = torch.float32) -> Prepared:
+    """load_table + split + standardize (fitted on train only) + CPU tensors of dtype."""
+    table = load_table(cfg, seed)
+    splits = split(table, cfg.val_fraction, cfg.test_fraction, seed)
+    d = len(table.feature_names)
+    # Without standardization store the identity, so applying it is always safe.
+    stats = (fit_standardizer(splits.train[0], cfg.chunk_size) if cfg.standardize
+             else {"mean": [0.0] * d, "std": [1.0] * d})
+
+    def tensors(pair: tuple[np.ndarray, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        X, y = pair
+        X = apply_standardizer(X, stats) if cfg.standardize else np.asarray(X)
+        return torch.tensor(X, dtype=dtype), torch.tensor(y, dtype=dtype)
+
+    return Prepared(tensors(splits.train), tensors(splits.val), tensors(splits.test),
+                    table.feature_names, table.label_map,
+                    {"standardize": bool(cfg.standardize), **stats}, table.source)

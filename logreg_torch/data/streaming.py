@@ -1,0 +1,169 @@
+"""Training rows that stay on disk: memory-mapped npy shards read a chunk at a time, with a
+one-pass standardizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from logreg_torch.config import DataConfig
+from logreg_torch.data.labels import _encode_labels
+from logreg_torch.data.splits import split_indices
+from logreg_torch.data.table import DataError, Prepared
+
+
+@dataclass
+class Stream:
+    """Training rows of an npy data set too large for memory, read a chunk at a time.
+
+    ``X`` is a list of memory-mapped shards (one for X.npy, or X-*.npy files in order) seen as
+    one matrix; ``train`` holds sorted global row indices; ``stats`` the standardization.
+    """
+
+    shards: list[np.ndarray]
+    offsets: np.ndarray  # offsets[i] = first global row of shard i; offsets[-1] = total rows
+    y: np.ndarray  # every label, 0/1 (N numbers fit in memory)
+    train: np.ndarray
+    stats: dict
+    chunk_size: int
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The given sorted global rows as one float64 array (reads only those rows)."""
+        parts = []
+        for i, shard in enumerate(self.shards):
+            lo, hi = np.searchsorted(rows, self.offsets[i:i + 2])
+            if hi > lo:
+                parts.append(np.asarray(shard[rows[lo:hi] - self.offsets[i]], np.float64))
+        width = self.shards[0].shape[1]
+        if len(parts) == 1:  # no concatenate copy: the fancy-indexed read is already ours
+            return parts[0]
+        return np.concatenate(parts) if parts else np.empty((0, width))
+
+    def chunks(self, seed: int | None = None):
+        """Index arrays of the training rows, ``chunk_size`` at a time, in file order (or in a
+        seeded random order of chunks, rows shuffled within each, when ``seed`` is given)."""
+        pieces = [self.train[s:s + self.chunk_size]
+                  for s in range(0, self.n_train, self.chunk_size)]
+        if seed is not None:
+            rng = np.random.default_rng([seed, 2])
+            pieces = [pieces[i] for i in rng.permutation(len(pieces))]
+        yield from pieces
+
+
+def _open_shards(path: str | Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """Memory maps of X.npy / y.npy, or of the shards X-*.npy / y-*.npy, in name order."""
+    p = Path(path)
+    if not p.is_dir():
+        raise DataError("data.streaming needs data.path to be a folder holding X.npy and y.npy "
+                        "(or shards X-*.npy and y-*.npy)", path)
+    names = ["X.npy"] if (p / "X.npy").is_file() else sorted(f.name for f in p.glob("X-*.npy"))
+    if not names:
+        raise DataError("no X.npy and no X-*.npy shards", path)
+    xs, ys = [], []
+    for name in names:
+        y_name = "y" + name[1:]
+        if not (p / y_name).is_file():
+            raise DataError(f"{name} has no matching {y_name}", path)
+        try:
+            xs.append(np.load(p / name, mmap_mode="r"))
+            ys.append(np.load(p / y_name, mmap_mode="r"))
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read {name}: {e}", path) from None
+        if xs[-1].ndim != 2 or len(xs[-1]) != len(ys[-1]) or xs[-1].shape[1] != xs[0].shape[1]:
+            raise DataError(f"{name} has shape {xs[-1].shape} and {y_name} {ys[-1].shape}; every "
+                            f"shard needs (rows, {xs[0].shape[1]}) and (rows,)", path)
+    y = np.concatenate([np.asarray(v) for v in ys])  # labels are small: N numbers
+    return xs, y
+
+
+def fit_standardizer_streaming(stream_rows, width: int) -> dict[str, list[float]]:
+    """Mean and population std in ONE pass over chunks (Chan et al.'s pairwise merge of
+    per-chunk mean and sum of squared deviations); a constant column gets std 1."""
+    n, mean, m2 = 0, np.zeros(width), np.zeros(width)
+    for X in stream_rows:
+        k = len(X)
+        if k == 0:
+            continue
+        cmean = X.mean(0)
+        cm2 = ((X - cmean) ** 2).sum(0)
+        delta = cmean - mean
+        total = n + k
+        mean = mean + delta * (k / total)
+        m2 = m2 + cm2 + delta**2 * (n * k / total)
+        n = total
+    std = np.sqrt(m2 / max(n, 1))
+    std[std < 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean))] = 1.0
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def _standardize_inplace(X: np.ndarray, stats: dict) -> np.ndarray:
+    """apply_standardizer's values on a float64 array we own, without two more copies."""
+    X -= np.asarray(stats["mean"], np.float64)
+    X /= np.asarray(stats["std"], np.float64)
+    return X
+
+
+def prepare_streaming(cfg: DataConfig, seed: int,
+                      dtype: torch.dtype = torch.float32) -> tuple[Stream, Prepared]:
+    """Like ``prepare`` for ``data.streaming: true``: the training rows stay on disk (a
+    ``Stream``), the validation and test rows are read into memory. Prepared.train is empty."""
+    if cfg.source != "npy":
+        raise DataError(f"data.streaming works with data.source=npy, not {cfg.source!r}")
+    shards, y_raw = _open_shards(cfg.path)
+    offsets = np.cumsum([0] + [len(s) for s in shards])
+    for s in shards:  # the same chunked NaN/inf check as the in-memory path
+        if s.dtype.kind not in "biuf":
+            raise DataError(f"X must hold numbers, got dtype {s.dtype}", cfg.path)
+    y01, label_map = _encode_labels(y_raw, cfg.positive_label, "y", cfg.path)
+    train, val, test = split_indices(len(y01), cfg.val_fraction, cfg.test_fraction, seed)
+    if np.unique(y01[train]).size < 2:
+        raise DataError("the training split holds a single class", cfg.path)
+    stream = Stream(shards, offsets, y01, train, {}, cfg.chunk_size)
+    width = shards[0].shape[1]
+
+    def checked(rows: np.ndarray) -> np.ndarray:
+        X = stream.take(rows)
+        bad = np.argwhere(~np.isfinite(X))
+        if len(bad):
+            i, j = bad[0]
+            raise DataError(f"X holds {X[i, j]} at row index {rows[i]}, column index {j}",
+                            cfg.path)
+        return X
+
+    if cfg.standardize:
+        stream.stats = fit_standardizer_streaming((checked(r) for r in stream.chunks()), width)
+    else:
+        for rows in stream.chunks():  # still check every training row for NaN/inf
+            checked(rows)
+        stream.stats = {"mean": [0.0] * width, "std": [1.0] * width}
+
+    def tensors(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        # Filled a chunk at a time: float64 copies of all the rows (read, then standardized)
+        # would cost four times the fp32 tensor, as much as the whole X.npy for 20% val rows.
+        X = torch.empty((len(rows), width), dtype=dtype)
+        for s in range(0, len(rows), cfg.chunk_size):
+            part = rows[s:s + cfg.chunk_size]
+            X[s:s + len(part)] = torch.from_numpy(_standardize_inplace(checked(part),
+                                                                       stream.stats))
+        return X, torch.tensor(y01[rows], dtype=dtype)
+
+    empty = (torch.empty((0, width), dtype=dtype), torch.empty(0, dtype=dtype))
+    prepared = Prepared(empty, tensors(val), tensors(test), [f"x{j}" for j in range(width)],
+                        label_map, {"standardize": bool(cfg.standardize), **stream.stats},
+                        f"npy {cfg.path} (streaming)")
+    return stream, prepared
+
+
+def stream_batch(stream: Stream, rows: np.ndarray, dtype: torch.dtype,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One chunk of training rows, standardized, as tensors on the device."""
+    X = _standardize_inplace(stream.take(rows), stream.stats)
+    return (torch.tensor(X, dtype=dtype).to(device),
+            torch.tensor(stream.y[rows], dtype=dtype).to(device))

@@ -1,0 +1,357 @@
+"""``fit(config) -> FitResult``: set up, resume, train epoch by epoch, finish.
+
+Each step is a short function over one ``Training`` (what the config built) and one
+``Progress`` (what the run has done so far, as checkpoints store it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from logreg_torch.checkpoint import load_checkpoint
+from logreg_torch.config import Config, ConfigError, config_from_dict, config_to_yaml, save_config
+from logreg_torch.data import Prepared, Stream, prepare, prepare_streaming
+from logreg_torch.loop import evaluate, train_one_epoch, train_one_epoch_streaming
+from logreg_torch.model import build_model
+from logreg_torch.objective import Objective, fast_path_applies, make_objective
+from logreg_torch.runs import (
+    Checkpoints,
+    FitResult,
+    Progress,
+    TrainingError,
+    check_resume_fits,
+    checkpoint_state,
+    log_final,
+    new_run_dir,
+)
+from logreg_torch.runtime import (
+    DistributedError,
+    Runtime,
+    init_distributed,
+    resolve_runtime,
+    seed_everything,
+    set_rng_state,
+)
+from logreg_torch.solvers import lbfgs_converged, make_optimizer, make_scheduler, step_scheduler
+from logreg_torch.tracking import TensorBoardLogger
+
+
+def fit(cfg: Config, quiet: bool = True) -> FitResult:
+    """Train the model the config describes; log to TensorBoard; checkpoint; return the result.
+
+    Under torchrun (WORLD_SIZE > 1) every rank runs this: it joins the process group, trains on
+    its shard, and only rank 0 writes events and checkpoints.
+    """
+    # A Config built in code has not been through load_config's checks: run them before any
+    # folder is made, so that a bad value fails here and not deep inside the loss.
+    config_from_dict(dataclasses.asdict(cfg), source="the config given to fit")
+    rank, world = init_distributed(cfg.train.device, cfg.train.dist_backend,
+                                   cfg.train.dist_timeout)
+    try:
+        return _fit(cfg, quiet, rank, world)
+    except RuntimeError as e:
+        if world == 1 or isinstance(e, TrainingError | DistributedError) or not _is_dist_failure(e):
+            raise
+        raise DistributedError(
+            f"rank {rank}: a collective failed: a peer process died or did not answer within "
+            f"train.dist_timeout={cfg.train.dist_timeout:g}s ({str(e).strip().splitlines()[0]}"
+            f"); the last checkpoint in the run folder stays loadable") from None
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _is_dist_failure(e: RuntimeError) -> bool:
+    import torch.distributed as dist
+
+    text = str(e).lower()
+    return isinstance(e, dist.DistError) or any(
+        word in text for word in ("gloo", "nccl", "connection", "timed out", "timeout", "peer"))
+
+
+def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
+    runtime = resolve_runtime(cfg.train.device, cfg.train.precision, rank, world)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    resume_state = load_checkpoint(cfg.train.resume) if cfg.train.resume else None
+    t = _set_up(cfg, runtime)
+    progress = Progress() if resume_state is None else _resume(t, resume_state)
+    run_dir = _run_dir(cfg, runtime, resumed=resume_state is not None)
+    logger = TensorBoardLogger(run_dir, enabled=runtime.is_main)
+    if resume_state is None:
+        logger.log_custom_scalars_layout()
+        logger.log_text("config", "```\n" + config_to_yaml(cfg) + "\n```")
+    ckpt = _checkpoints(cfg, runtime, run_dir, progress, resumed=resume_state is not None)
+    stopped_early = _train(t, progress, ckpt, logger, quiet)
+    return _finish(t, progress, logger, run_dir, stopped_early)
+
+
+# ----------------------------------------------------------------------------- set up
+
+
+@dataclass
+class Training:
+    """Everything one fit trains with, built once from the config."""
+
+    cfg: Config
+    runtime: Runtime
+    data: Prepared
+    stream: Stream | None  # data.streaming: the training rows stay on disk
+    X: Tensor  # this rank's training rows on the device (empty when streaming)
+    y: Tensor
+    n_global: int  # training rows over all ranks
+    val: tuple[Tensor, Tensor]
+    test: tuple[Tensor, Tensor]
+    model: nn.Module
+    train_model: nn.Module  # the model, compiled and/or wrapped in DDP: the same parameters
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler | None
+
+    def state(self, progress: Progress, epoch: int) -> dict[str, Any]:
+        return checkpoint_state(self.cfg, self.data, self.model, self.optimizer, self.scheduler,
+                                self.scaler, progress, epoch)
+
+
+def _set_up(cfg: Config, runtime: Runtime) -> Training:
+    full_batch = cfg.train.batch_size is None or cfg.optim.name == "lbfgs"
+    stream, data, n_global, train_targets = _load_data(cfg, runtime, full_batch)
+    world = runtime.world_size
+    train_rows = data.train if world == 1 else _shard(data.train, runtime.rank, world,
+                                                      not full_batch)
+    X, y = (t.to(runtime.device) for t in train_rows)
+    if fast_path_applies(cfg) and full_batch:
+        # Full batch on the fast path: store X column-major (each feature contiguous). Both
+        # matrix-vector products then stream X at memory speed; row-major X makes torch.mv
+        # several times slower than one read of X. (Minibatches gather rows: row-major.)
+        X = X.t().contiguous().t()
+    val = tuple(t.to(runtime.device) for t in data.val)
+    test = tuple(t.to(runtime.device) for t in data.test)
+    model = build_model(cfg.model.name, len(data.feature_names), cfg.model.hidden,
+                        cfg.model.dropout, cfg.model.bias).to(device=runtime.device,
+                                                              dtype=runtime.dtype)
+    train_model = _train_model(model, cfg, runtime, full_batch)
+    # pos_weight "balanced" from the whole training split, the same on every rank
+    objective = make_objective(cfg, train_targets, runtime.device, runtime.dtype)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_scheduler(cfg, optimizer)
+    scaler = (torch.amp.GradScaler(runtime.device.type)
+              if cfg.train.precision == "fp16" else None)
+    return Training(cfg, runtime, data, stream, X, y, n_global, val, test, model, train_model,
+                    objective, optimizer, scheduler, scaler)
+
+
+def _load_data(cfg: Config, runtime: Runtime,
+               full_batch: bool) -> tuple[Stream | None, Prepared, int, Tensor]:
+    """(stream or None, prepared splits, training rows over all ranks, training targets)."""
+    if not cfg.data.streaming:
+        data = prepare(cfg.data, cfg.train.seed, dtype=runtime.dtype)
+        return None, data, len(data.train[0]), data.train[1]
+    if runtime.world_size > 1 and not full_batch:
+        raise ConfigError("data.streaming under torchrun needs a full batch (optim.name=lbfgs "
+                          "or train.batch_size=null): DDP minibatches need equal steps on "
+                          "every rank")
+    stream, data = prepare_streaming(cfg.data, cfg.train.seed, dtype=runtime.dtype)
+    return stream, data, stream.n_train, torch.tensor(stream.y[stream.train], dtype=runtime.dtype)
+
+
+def _shard(pair: tuple[Tensor, Tensor], rank: int, world: int,
+           equal: bool) -> tuple[Tensor, Tensor]:
+    """Rows rank, rank + world, ... With ``equal`` (DDP minibatches, where every rank must take
+    the same number of steps) the short shards wrap around to the start, as
+    DistributedSampler pads; the full-batch path keeps the exact rows instead."""
+    X, y = pair
+    n = len(X)
+    size = -(-n // world) if equal else len(range(rank, n, world))
+    idx = (torch.arange(size) * world + rank) % max(n, 1)
+    return X[idx], y[idx]
+
+
+def _train_model(model: nn.Module, cfg: Config, runtime: Runtime, full_batch: bool) -> nn.Module:
+    train_model = torch.compile(model) if cfg.train.compile else model  # same parameters
+    if runtime.world_size > 1 and not full_batch:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(
+            train_model, device_ids=[runtime.device.index] if runtime.device.type == "cuda"
+            else None)
+    return train_model
+
+
+# ----------------------------------------------------------------------------- resume, run folder
+
+
+def _resume(t: Training, state: dict) -> Progress:
+    check_resume_fits(state, t.cfg, len(t.data.feature_names))
+    t.model.load_state_dict(state["model"])
+    t.optimizer.load_state_dict(state["optimizer"])
+    if t.scheduler is not None and state.get("scheduler") is not None:
+        t.scheduler.load_state_dict(state["scheduler"])
+    if t.scaler is not None and state.get("scaler") is not None:
+        t.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return Progress.from_checkpoint(state)
+
+
+def _run_dir(cfg: Config, runtime: Runtime, resumed: bool) -> Path:
+    """The run folder: a new one, or where a resume goes on; its config.yaml written."""
+    if resumed:
+        run_dir = Path(cfg.log.run_dir) if cfg.log.run_dir else Path(cfg.train.resume).parent
+        if runtime.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        run_dir = new_run_dir(cfg) if runtime.is_main else None
+    if runtime.world_size > 1:  # rank 0 named the folder; the others need the name only
+        import torch.distributed as dist
+
+        holder = [run_dir]
+        dist.broadcast_object_list(holder, src=0)
+        run_dir = Path(holder[0])
+    if runtime.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+    return run_dir
+
+
+def _checkpoints(cfg: Config, runtime: Runtime, run_dir: Path, progress: Progress,
+                 resumed: bool) -> Checkpoints:
+    if not resumed:
+        return Checkpoints(run_dir, runtime.is_main, last_good=None, saved_epoch=None)
+    # Until this run writes last.pt, the checkpoint it resumed from is the last good one; and
+    # when that is run_dir/last.pt itself, it holds the resumed epoch.
+    in_place = Path(cfg.train.resume).resolve() == (run_dir / "last.pt").resolve()
+    return Checkpoints(run_dir, runtime.is_main, last_good=Path(cfg.train.resume),
+                       saved_epoch=progress.epoch if in_place else None)
+
+
+# ----------------------------------------------------------------------------- epochs
+
+
+def _train(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBoardLogger,
+           quiet: bool) -> bool:
+    """Every epoch left; returns whether a stopping rule ended the run before the last one.
+    Ctrl-C keeps the last finished epoch in last.pt and says how to resume."""
+    bar = None
+    if not quiet and t.runtime.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=t.cfg.train.epochs, initial=progress.epoch, desc="train", unit="epoch")
+    try:
+        return _epochs(t, progress, ckpt, logger, bar)
+    except KeyboardInterrupt:
+        # Keep what was learned. The model may be mid-epoch now: when last.pt already holds
+        # the last finished epoch, keep it, so that a resume replays whole epochs exactly.
+        finished = int(progress.history[-1]["epoch"]) if progress.history else progress.epoch
+        if ckpt.saved_epoch != finished:
+            ckpt.save("last.pt", finished, partial(t.state, progress, finished))
+        logger.close()
+        if bar is not None:
+            bar.close()
+        raise KeyboardInterrupt(
+            f"interrupted; resume with: logreg-torch train {ckpt.run_dir / 'config.yaml'} "
+            f"train.resume={ckpt.run_dir / 'last.pt'}") from None
+    except Exception:
+        logger.close()  # flush what was logged up to the failure
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBoardLogger,
+            bar) -> bool:
+    cfg = t.cfg
+    for epoch in range(progress.epoch, cfg.train.epochs):
+        done = epoch + 1
+        train_loss, grad_norm = _train_epoch(t, progress, epoch)
+        _check_finite(t, train_loss, done, progress.step, ckpt.last_good)
+        record: dict[str, float] = {"epoch": done, "step": progress.step,
+                                    "train/loss": train_loss,
+                                    "lr": t.optimizer.param_groups[0]["lr"],
+                                    "grad_norm": grad_norm}
+        val = evaluate(t.model, t.objective, *t.val, t.runtime)
+        record.update({f"val/{k}": v for k, v in val.items()})
+        monitored = val.get("loss", train_loss)
+        step_scheduler(t.scheduler, monitored)
+        improved = progress.update(monitored, cfg.train.early_stopping_min_delta)
+        progress.history.append(record)
+        _log_epoch(logger, cfg, t.model, record, done)
+        if improved:
+            ckpt.save("best.pt", done, partial(t.state, progress, done))
+        if done % cfg.train.checkpoint_every == 0 or done == cfg.train.epochs:
+            ckpt.save("last.pt", done, partial(t.state, progress, done))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(train_loss=f"{train_loss:.4f}",
+                            val_loss=f"{val['loss']:.4f}" if val else "-")
+        if _should_stop(t, progress):
+            if done % cfg.train.checkpoint_every != 0:
+                ckpt.save("last.pt", done, partial(t.state, progress, done))
+            return done < cfg.train.epochs
+    return False
+
+
+def _train_epoch(t: Training, progress: Progress, epoch: int) -> tuple[float, float]:
+    cfg = t.cfg
+    epoch_args = dict(batch_size=cfg.train.batch_size,
+                      epoch_seed=cfg.train.seed * 1_000_003 + epoch, runtime=t.runtime,
+                      grad_clip=cfg.train.grad_clip, scaler=t.scaler, on_step=progress.count_step)
+    if t.stream is not None:
+        return train_one_epoch_streaming(t.train_model, t.optimizer, t.objective, t.stream,
+                                         **epoch_args)
+    return train_one_epoch(t.train_model, t.optimizer, t.objective, t.X, t.y,
+                           n_global=t.n_global, **epoch_args)
+
+
+def _check_finite(t: Training, train_loss: float, done: int, step: int,
+                  last_good: Path | None) -> None:
+    if not math.isfinite(train_loss) or not _finite_params(t.model):
+        where = f"{last_good}" if last_good else "none was written yet"
+        raise TrainingError(
+            f"the loss became {train_loss} at epoch {done} (step {step}); try a "
+            f"smaller optim.lr (now {t.cfg.optim.lr}) or train.grad_clip; last good "
+            f"checkpoint: {where}")
+
+
+def _finite_params(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _log_epoch(logger: TensorBoardLogger, cfg: Config, model: nn.Module,
+               record: dict[str, float], done: int) -> None:
+    if done % cfg.log.log_every == 0 or done == cfg.train.epochs:
+        logger.log_dict({k: v for k, v in record.items() if k not in ("epoch", "step")}, done)
+    hist_every = cfg.log.histogram_every
+    if hist_every and done % hist_every == 0:
+        logger.log_histograms(model, done)
+
+
+def _should_stop(t: Training, progress: Progress) -> bool:
+    """Early stopping ran out of patience, or full-batch L-BFGS converged."""
+    patience = t.cfg.train.early_stopping_patience
+    return ((patience is not None and progress.bad_epochs >= patience)
+            or lbfgs_converged(t.optimizer, t.cfg.optim.max_iter))
+
+
+# ----------------------------------------------------------------------------- finish
+
+
+def _finish(t: Training, progress: Progress, logger: TensorBoardLogger, run_dir: Path,
+            stopped_early: bool) -> FitResult:
+    test = evaluate(t.model, t.objective, *t.test, t.runtime) or None
+    log_final(logger, t.cfg, t.model, t.objective, progress.history, test, *t.val, t.runtime)
+    logger.close()
+    history = progress.history
+    best = min(history, key=lambda r: r.get("val/loss", r["train/loss"])) if history else {}
+    return FitResult(model=t.model, history=history, best=best, test=test, run_dir=run_dir,
+                     stopped_early=stopped_early)

@@ -1,0 +1,95 @@
+"""The training criterion: our BCE (weighted, smoothed) plus l1/l2 on the weights, and the
+choice of the fused linear + loss fast path (logreg_torch.fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from logreg_torch.config import Config
+from logreg_torch.fast import linear_bce_with_logits, split_head
+from logreg_torch.losses import (
+    _check_range,
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+)
+from logreg_torch.model import penalized_weights
+
+
+@dataclass
+class Objective:
+    """The training criterion: our BCE (weighted, smoothed) plus l1/l2 on the weights."""
+
+    from_logits: bool
+    pos_weight: Tensor | None
+    label_smoothing: float
+    l2: float
+    l1: float
+    check_range: bool
+    fused: bool = False  # fuse the model's last Linear with the loss (logreg_torch.fast)
+
+    def model_loss(self, model: nn.Module, features: Tensor, targets: Tensor) -> Tensor:
+        """Data loss of ``model(features)``; on the fast path the last layer and the loss run
+        as one fused autograd Function, with the same values and gradients."""
+        parts = split_head(model) if self.fused else None
+        if parts is None:
+            return self.data_loss(model(features), targets)
+        body, head = parts
+        if self.check_range and self.label_smoothing:
+            _check_range(targets, "target", "training targets")
+        if self.label_smoothing:
+            targets = targets * (1 - self.label_smoothing) + self.label_smoothing / 2
+        return linear_bce_with_logits(body(features), head, targets, self.pos_weight,
+                                      self.check_range)
+
+    def data_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        if self.from_logits:
+            return binary_cross_entropy_with_logits(
+                logits, targets, pos_weight=self.pos_weight,
+                label_smoothing=self.label_smoothing, check_range=self.check_range)
+        # The probability version, for people who want it; weights pos_weight the same way.
+        probs = torch.sigmoid(logits)
+        weight = None
+        if self.pos_weight is not None:
+            weight = 1 + (self.pos_weight - 1) * targets
+        return binary_cross_entropy(probs, targets, weight, label_smoothing=self.label_smoothing,
+                                    check_range=self.check_range)
+
+    def penalty(self, model: nn.Module) -> Tensor | float:
+        if not (self.l2 or self.l1):
+            return 0.0
+        total: Tensor | float = 0.0
+        for w in penalized_weights(model):
+            if self.l2:
+                total = total + 0.5 * self.l2 * w.pow(2).sum()
+            if self.l1:
+                total = total + self.l1 * w.abs().sum()
+        return total
+
+
+def make_objective(cfg: Config, train_targets: Tensor, device: torch.device,
+                   dtype: torch.dtype) -> Objective:
+    pos_weight = cfg.loss.pos_weight
+    if pos_weight == "balanced":
+        # negatives / positives on the training split, as scikit-learn's class_weight="balanced"
+        # gives the same ratio between the classes.
+        n_pos = float(train_targets.sum())
+        pos_weight = (len(train_targets) - n_pos) / max(n_pos, 1.0)
+    return Objective(
+        from_logits=cfg.loss.from_logits,
+        pos_weight=None if pos_weight is None else torch.tensor(float(pos_weight), device=device,
+                                                                dtype=dtype),
+        label_smoothing=cfg.loss.label_smoothing,
+        l2=cfg.loss.l2,
+        l1=cfg.loss.l1,
+        check_range=cfg.loss.check_range,
+        fused=fast_path_applies(cfg),
+    )
+
+
+def fast_path_applies(cfg: Config) -> bool:
+    """The fused path needs logits, full precision (no autocast) and an uncompiled model."""
+    return (cfg.train.fast_path and cfg.loss.from_logits and not cfg.train.compile
+            and cfg.train.precision in ("fp32", "fp64"))

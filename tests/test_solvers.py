@@ -1,0 +1,93 @@
+"""Optimizers, schedulers and the full-batch solver inside fit: L-BFGS reaches sklearn's
+optimum; each scheduler moves the learning rate as torch's does."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_fit import (  # tests/ is on sys.path under pytest
+    CONFIGS,
+    no_figures,  # noqa: F401 (the autouse fixture)
+    run,
+)
+
+from logreg_torch.checkpoint import load_checkpoint
+from logreg_torch.config import load_config
+from logreg_torch.data import prepare
+from logreg_torch.train import (
+    fit,
+    predict_proba,
+)
+
+# ----------------------------------------------------------------------------- sklearn parity
+
+
+@pytest.fixture(scope="module")
+def sklearn_probs() -> np.ndarray:
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression as SkLogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_breast_cancer(return_X_y=True)
+    pipe = make_pipeline(StandardScaler(), SkLogisticRegression(C=1.0, tol=1e-10, max_iter=10000))
+    pipe.fit(X, y)
+    # sklearn's target 0 is "malignant", which is our class 1.
+    assert list(load_breast_cancer().target_names) == ["malignant", "benign"]
+    return pipe.predict_proba(X)[:, 0]
+
+
+@pytest.mark.parametrize(("precision", "tol"), [("fp64", 1e-5), ("fp32", 1e-3)])
+def test_lbfgs_reaches_sklearn_optimum(tmp_path, sklearn_probs, precision, tol) -> None:
+    # float32 stops at ~2e-4 from sklearn's optimum: its gradient is only accurate to ~1e-6,
+    # and the smallest curvature (l2 = 1/569) turns that into ~1e-4 in probabilities.
+    from sklearn.datasets import load_breast_cancer
+
+    cfg = load_config(CONFIGS / "sklearn_parity.yaml",
+                      [f"log.run_dir={tmp_path / 'run'}", f"train.precision={precision}"])
+    result = fit(cfg)
+    data = prepare(cfg.data, cfg.train.seed, dtype=torch.float64)
+    assert data.label_map == {"benign": 0, "malignant": 1}
+    X, y = data.train
+    assert len(X) == 569 and len(data.val[0]) == 0 and len(data.test[0]) == 0
+    X_raw = load_breast_cancer().data
+    # Same rows in the same order, standardized with the population std as StandardScaler.
+    assert np.array_equal(np.asarray(data.preprocessing["mean"]), X_raw.mean(0))
+    np.testing.assert_allclose(data.preprocessing["std"], X_raw.std(0, ddof=0), rtol=1e-12)
+    np.testing.assert_allclose(X.numpy(), (X_raw - X_raw.mean(0)) / X_raw.std(0), atol=1e-12)
+
+    dtype = next(result.model.parameters()).dtype
+    assert dtype == (torch.float64 if precision == "fp64" else torch.float32)
+    probs = predict_proba(result.model, X.to(dtype)).double().numpy()
+    assert np.abs(probs - sklearn_probs).max() < tol
+
+def test_step_scheduler(tmp_path) -> None:
+    result = run(tmp_path, "optim.name=sgd", "optim.lr=0.1", "optim.scheduler=step",
+                 "optim.step_size=2", "optim.gamma=0.5", "train.epochs=5")
+    assert [r["lr"] for r in result.history] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
+
+
+def test_cosine_scheduler(tmp_path) -> None:
+    result = run(tmp_path, "optim.lr=0.1", "optim.scheduler=cosine", "train.epochs=4")
+    expected = [0.05 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]
+    assert [r["lr"] for r in result.history] == pytest.approx(expected, rel=1e-9)
+    last = load_checkpoint(result.run_dir / "last.pt")
+    assert last["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_plateau_scheduler(tmp_path) -> None:
+    # A learning rate so small that the val loss never moves: after patience 2 the lr halves.
+    result = run(tmp_path, "optim.name=sgd", "optim.lr=1e-6", "optim.scheduler=plateau",
+                 "optim.gamma=0.5", "train.epochs=6")
+    assert [r["lr"] for r in result.history] == pytest.approx([1e-6] * 4 + [5e-7] * 2,
+                                                              rel=1e-12)
+
+
+def test_plateau_scheduler_keeps_lr_while_improving(tmp_path) -> None:
+    result = run(tmp_path, "optim.lr=0.05", "optim.scheduler=plateau", "train.epochs=4")
+    losses = [r["val/loss"] for r in result.history]
+    assert losses == sorted(losses, reverse=True)  # improving every epoch
+    assert [r["lr"] for r in result.history] == [0.05] * 4
