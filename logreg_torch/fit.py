@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,20 +17,31 @@ import torch
 from torch import Tensor, nn
 
 from logreg_torch.checkpoint import load_checkpoint
-from logreg_torch.config import Config, ConfigError, config_from_dict, config_to_yaml, save_config
+from logreg_torch.config import (
+    FULL_BATCH_SOLVERS,
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_yaml,
+    save_config,
+)
 from logreg_torch.data import Prepared, Stream, prepare, prepare_streaming
+from logreg_torch.fullbatch import Rows, SolveState, solve_epoch
 from logreg_torch.loop import evaluate, train_one_epoch, train_one_epoch_streaming
 from logreg_torch.model import build_model
 from logreg_torch.objective import Objective, fast_path_applies, make_objective
 from logreg_torch.runs import (
     Checkpoints,
+    Ending,
     FitResult,
     Progress,
     TrainingError,
     check_resume_fits,
     checkpoint_state,
+    epochs_ending,
     log_final,
     new_run_dir,
+    solver_ending,
 )
 from logreg_torch.runtime import (
     DistributedError,
@@ -40,7 +51,7 @@ from logreg_torch.runtime import (
     seed_everything,
     set_rng_state,
 )
-from logreg_torch.solvers import lbfgs_converged, make_optimizer, make_scheduler, step_scheduler
+from logreg_torch.solvers import epoch_budget, make_optimizer, make_scheduler, step_scheduler
 from logreg_torch.tracking import TensorBoardLogger
 
 
@@ -93,7 +104,7 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
         logger.log_text("config", "```\n" + config_to_yaml(cfg) + "\n```")
     ckpt = _checkpoints(cfg, runtime, run_dir, progress, resumed=resume_state is not None)
     stopped_early = _train(t, progress, ckpt, logger, quiet)
-    return _finish(t, progress, logger, run_dir, stopped_early)
+    return _finish(t, progress, logger, ckpt, stopped_early)
 
 
 # ----------------------------------------------------------------------------- set up
@@ -115,17 +126,25 @@ class Training:
     model: nn.Module
     train_model: nn.Module  # the model, compiled and/or wrapped in DDP: the same parameters
     objective: Objective
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None  # None for newton
     scheduler: Any
     scaler: torch.amp.GradScaler | None
+    solve: SolveState = field(default_factory=SolveState)  # full-batch solvers
+    ending: Ending | None = None  # once the run has ended
+
+    @property
+    def solver(self) -> bool:
+        """A full-batch solver (lbfgs, newton): iterations, not epochs, are what it counts."""
+        return self.cfg.optim.name in FULL_BATCH_SOLVERS
 
     def state(self, progress: Progress, epoch: int) -> dict[str, Any]:
         return checkpoint_state(self.cfg, self.data, self.model, self.optimizer, self.scheduler,
-                                self.scaler, progress, epoch)
+                                self.scaler, progress, epoch,
+                                None if self.ending is None else self.ending.as_dict())
 
 
 def _set_up(cfg: Config, runtime: Runtime) -> Training:
-    full_batch = cfg.train.batch_size is None or cfg.optim.name == "lbfgs"
+    full_batch = cfg.train.batch_size is None or cfg.optim.name in FULL_BATCH_SOLVERS
     stream, data, n_global, train_targets = _load_data(cfg, runtime, full_batch)
     world = runtime.world_size
     train_rows = data.train if world == 1 else _shard(data.train, runtime.rank, world,
@@ -195,13 +214,16 @@ def _train_model(model: nn.Module, cfg: Config, runtime: Runtime, full_batch: bo
 def _resume(t: Training, state: dict) -> Progress:
     check_resume_fits(state, t.cfg, len(t.data.feature_names))
     t.model.load_state_dict(state["model"])
-    t.optimizer.load_state_dict(state["optimizer"])
+    if t.optimizer is not None:
+        t.optimizer.load_state_dict(state["optimizer"])
     if t.scheduler is not None and state.get("scheduler") is not None:
         t.scheduler.load_state_dict(state["scheduler"])
     if t.scaler is not None and state.get("scaler") is not None:
         t.scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
-    return Progress.from_checkpoint(state)
+    progress = Progress.from_checkpoint(state)
+    t.solve.used = progress.step if t.solver else 0  # a solver's steps are its iterations
+    return progress
 
 
 def _run_dir(cfg: Config, runtime: Runtime, resumed: bool) -> Path:
@@ -273,19 +295,20 @@ def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBo
     cfg = t.cfg
     for epoch in range(progress.epoch, cfg.train.epochs):
         done = epoch + 1
-        train_loss, grad_norm = _train_epoch(t, progress, epoch)
+        train_loss, grad_norm = _train_epoch(t, progress, epoch, logger)
         _check_finite(t, train_loss, done, progress.step, ckpt.last_good)
         record: dict[str, float] = {"epoch": done, "step": progress.step,
-                                    "train/loss": train_loss,
-                                    "lr": t.optimizer.param_groups[0]["lr"],
-                                    "grad_norm": grad_norm}
+                                    "train/loss": train_loss}
+        if t.optimizer is not None:
+            record["lr"] = t.optimizer.param_groups[0]["lr"]
+        record["grad_norm"] = grad_norm  # a full-batch solver's: max|grad| (see README)
         val = evaluate(t.model, t.objective, *t.val, t.runtime)
         record.update({f"val/{k}": v for k, v in val.items()})
         monitored = val.get("loss", train_loss)
         step_scheduler(t.scheduler, monitored)
         improved = progress.update(monitored, cfg.train.early_stopping_min_delta)
         progress.history.append(record)
-        _log_epoch(logger, cfg, t.model, record, done)
+        _log_epoch(logger, t, record, done)
         if improved:
             ckpt.save("best.pt", done, partial(t.state, progress, done))
         if done % cfg.train.checkpoint_every == 0 or done == cfg.train.epochs:
@@ -301,8 +324,11 @@ def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBo
     return False
 
 
-def _train_epoch(t: Training, progress: Progress, epoch: int) -> tuple[float, float]:
+def _train_epoch(t: Training, progress: Progress, epoch: int,
+                 logger: TensorBoardLogger) -> tuple[float, float]:
     cfg = t.cfg
+    if t.solver:
+        return _solve_epoch(t, progress, epoch, logger)
     epoch_args = dict(batch_size=cfg.train.batch_size,
                       epoch_seed=cfg.train.seed * 1_000_003 + epoch, runtime=t.runtime,
                       grad_clip=cfg.train.grad_clip, scaler=t.scaler, on_step=progress.count_step)
@@ -327,31 +353,76 @@ def _finite_params(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
-def _log_epoch(logger: TensorBoardLogger, cfg: Config, model: nn.Module,
-               record: dict[str, float], done: int) -> None:
+def _solve_epoch(t: Training, progress: Progress, epoch: int,
+                 logger: TensorBoardLogger) -> tuple[float, float]:
+    """One epoch of lbfgs / newton: its share of optim.max_iter, every iteration logged as
+    ``train/loss`` (the objective, penalty included) and ``grad_norm`` (max|grad|)."""
+    o = t.cfg.optim
+    budget = epoch_budget(o.max_iter, t.cfg.train.epochs, epoch, t.solve.used)
+    rows = Rows(t.X, t.y, t.stream, t.n_global)
+
+    def on_iter(point) -> None:
+        logger.log_dict({"train/loss": point.loss, "grad_norm": point.grad_max}, point.iteration)
+
+    report = solve_epoch(t.model, t.optimizer, t.objective, rows, t.runtime, o, t.solve, budget,
+                         on_iter)
+    progress.step = t.solve.used
+    penalty = t.objective.penalty(t.model)
+    return report.loss - float(penalty), report.grad_max
+
+
+def _log_epoch(logger: TensorBoardLogger, t: Training, record: dict[str, float],
+               done: int) -> None:
+    cfg = t.cfg
+    # A full-batch solver's curves are per iteration (logged as it runs); its epochs add the
+    # validation points at the iteration they were reached.
+    skip = ("epoch", "step", "train/loss", "grad_norm") if t.solver else ("epoch", "step")
+    step = int(record["step"]) if t.solver else done
     if done % cfg.log.log_every == 0 or done == cfg.train.epochs:
-        logger.log_dict({k: v for k, v in record.items() if k not in ("epoch", "step")}, done)
+        logger.log_dict({k: v for k, v in record.items() if k not in skip}, step)
     hist_every = cfg.log.histogram_every
     if hist_every and done % hist_every == 0:
-        logger.log_histograms(model, done)
+        logger.log_histograms(t.model, step)
 
 
 def _should_stop(t: Training, progress: Progress) -> bool:
-    """Early stopping ran out of patience, or full-batch L-BFGS converged."""
+    """Early stopping ran out of patience, or a full-batch solver is done (converged, out of
+    budget, or stalled)."""
     patience = t.cfg.train.early_stopping_patience
     return ((patience is not None and progress.bad_epochs >= patience)
-            or lbfgs_converged(t.optimizer, t.cfg.optim.max_iter))
+            or (t.solver and t.solve.done(t.cfg.optim.max_iter)))
 
 
 # ----------------------------------------------------------------------------- finish
 
 
-def _finish(t: Training, progress: Progress, logger: TensorBoardLogger, run_dir: Path,
+def _finish(t: Training, progress: Progress, logger: TensorBoardLogger, ckpt: Checkpoints,
             stopped_early: bool) -> FitResult:
     test = evaluate(t.model, t.objective, *t.test, t.runtime) or None
-    log_final(logger, t.cfg, t.model, t.objective, progress.history, test, *t.val, t.runtime)
-    logger.close()
     history = progress.history
     best = min(history, key=lambda r: r.get("val/loss", r["train/loss"])) if history else {}
-    return FitResult(model=t.model, history=history, best=best, test=test, run_dir=run_dir,
-                     stopped_early=stopped_early)
+    t.ending = _ending(t, progress, stopped_early, best)
+    if history:  # the checkpoints say how the run ended, too
+        done = int(history[-1]["epoch"])
+        ckpt.save("last.pt", done, partial(t.state, progress, done))
+        ckpt.add_ending("best.pt", t.ending.as_dict())
+    logger.log_text("ending", t.ending.message)
+    log_final(logger, t.cfg, t.model, t.objective, history, test, *t.val, t.runtime, t.ending)
+    logger.close()
+    return FitResult(model=t.model, history=history, best=best, test=test,
+                     run_dir=ckpt.run_dir, stopped_early=stopped_early, ending=t.ending)
+
+
+def _ending(t: Training, progress: Progress, stopped_early: bool, best: dict) -> Ending:
+    cfg = t.cfg
+    epochs = int(progress.history[-1]["epoch"]) if progress.history else progress.epoch
+    patience = cfg.train.early_stopping_patience
+    early = stopped_early and patience is not None and progress.bad_epochs >= patience
+    solved = t.solver and t.solve.done(cfg.optim.max_iter)
+    if t.solver and t.solve.report is not None and (solved or not early):
+        return solver_ending(t.solve.report, cfg.optim.tol, epochs, t.solve.float32_stall,
+                             cfg.train.precision)
+    monitored = "val/loss" if len(t.val[0]) else "train/loss"
+    best_epoch = int(best["epoch"]) if best else None
+    return epochs_ending(epochs, cfg.train.epochs, best_epoch, patience if early else None,
+                         monitored)

@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from logreg_torch.newton import ChunkedObjective, _named, evaluate, flat_params
 
-__all__ = ["CoefficientTable", "InferenceError", "coefficient_table", "to_original_scale"]
+__all__ = ["CoefficientTable", "InferenceError", "coefficient_table", "summarize",
+           "to_original_scale"]
 
 # A Hessian whose smallest eigenvalue is below this fraction of its largest is singular: the
 # errors would be rounding noise (statsmodels' Logit raises or prints inf there).
@@ -71,6 +73,9 @@ class CoefficientTable:
                          "penalized fit (the l2 term is in the Hessian)")
         if self.ending.get("message"):
             lines.append(f"fit: {self.ending['message']}")
+        if self.ending.get("kind") != "converged":
+            lines.append("note: the fit did not report convergence to the optimum, which the "
+                         "errors assume; refit with optim.name=newton (or lbfgs)")
         return "\n".join(lines)
 
 
@@ -115,6 +120,55 @@ def coefficient_table(obj: ChunkedObjective, feature_names: list[str], preproces
         z=z.tolist(), p_value=p.tolist(), ci_low=(coef - q * se).tolist(),
         ci_high=(coef + q * se).tolist(), odds_ratio=coef.exp().tolist(), n_obs=obj.n_total,
         log_likelihood=loglik, alpha=alpha, penalized=penalized, ending=dict(ending or {}))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A run folder means its best.pt, else its last.pt; a file is itself."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in ("best.pt", "last.pt"):
+        if (path / name).is_file():
+            return path / name
+    raise InferenceError(f"{path} holds no best.pt or last.pt; pass a run folder or a checkpoint")
+
+
+def summarize(run: str | Path, alpha: float = 0.05) -> CoefficientTable:
+    """The coefficient table of a logistic checkpoint, on its training rows (read again as
+    the run's config says, in float64)."""
+    from logreg_torch.checkpoint import load_checkpoint
+    from logreg_torch.data import prepare, prepare_streaming
+    from logreg_torch.fullbatch import Rows, newton_objective
+    from logreg_torch.objective import make_objective
+    from logreg_torch.predict import model_from_checkpoint, resolved_config_of
+    from logreg_torch.runtime import Runtime
+
+    path = resolve_checkpoint(run)
+    state = load_checkpoint(path)
+    name = state["model_args"]["name"]
+    if name != "logistic":
+        raise InferenceError(f"{path} holds an {name} model: a coefficient table needs "
+                             f"model.name logistic (an mlp has no per-feature coefficients)")
+    cfg = resolved_config_of(state)
+    if cfg.loss.l1:
+        raise InferenceError(f"{path} was fitted with loss.l1 = {cfg.loss.l1}: |w| has no "
+                             f"second derivative at 0, so there are no standard errors")
+    dtype = torch.float64
+    model = model_from_checkpoint(state).to(dtype)
+    if cfg.data.streaming:
+        stream, _ = prepare_streaming(cfg.data, cfg.train.seed, dtype=dtype)
+        rows = Rows(None, None, stream, stream.n_train)
+        targets = torch.tensor(stream.y[stream.train], dtype=dtype)
+    else:
+        X, y = prepare(cfg.data, cfg.train.seed, dtype=dtype).train
+        rows, targets = Rows(X, y, None, len(X)), y
+    objective = make_objective(cfg, targets, torch.device("cpu"), dtype)
+    objective.fused = False
+    runtime = Runtime(torch.device("cpu"), dtype, None)
+    obj = newton_objective(model, objective, rows, runtime)
+    return coefficient_table(obj, list(state["feature_names"]), state["preprocessing"],
+                             penalized=cfg.loss.l2 > 0, alpha=alpha,
+                             ending=state.get("ending") or {})
 
 
 def _check_identified(obj: ChunkedObjective, theta: Tensor, names: list[str],

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacfwd
 
-__all__ = ["CG_MIN_PARAMS", "ChunkedObjective", "Progress", "SolveReport", "evaluate", "newton"]
+__all__ = ["CG_MIN_PARAMS", "ChunkedObjective", "Iterate", "SolveReport", "evaluate", "newton"]
 
 # Above this many parameters the dense Hessian (P^2 memory, P^3 Cholesky) gives way to
 # Hessian-vector products and conjugate gradients.
@@ -72,7 +72,7 @@ class SolveReport:
 
 
 @dataclass
-class Progress:
+class Iterate:
     """One point of the descent, for a loss curve: iteration (0 = the start), objective,
     max|grad|."""
 
@@ -256,7 +256,7 @@ def _line_search(obj: ChunkedObjective, theta: Tensor, f: Tensor, g: Tensor,
 
 
 def newton(obj: ChunkedObjective, theta: Tensor, *, tol: float, max_iter: int,
-           on_iter: Callable[[Progress], None] | None = None) -> tuple[Tensor, SolveReport]:
+           on_iter: Callable[[Iterate], None] | None = None) -> tuple[Tensor, SolveReport]:
     """Minimise ``obj`` from ``theta`` until max|grad| <= tol or ``max_iter`` Newton steps.
 
     Every step: gradient and Hessian (or CG on Hessian-vector products), direction
@@ -266,7 +266,7 @@ def newton(obj: ChunkedObjective, theta: Tensor, *, tol: float, max_iter: int,
     f, g, H = evaluate(obj, theta, order=2 if dense else 1)
     gmax = float(g.abs().max())
     if on_iter is not None:
-        on_iter(Progress(0, float(f), gmax))
+        on_iter(Iterate(0, float(f), gmax))
     n_iter, flat_steps = 0, 0
     while gmax > tol and n_iter < max_iter and flat_steps < 2:
         p = _solve_dense(H, g) if dense else _solve_cg(obj, theta, g)
@@ -281,7 +281,7 @@ def newton(obj: ChunkedObjective, theta: Tensor, *, tol: float, max_iter: int,
         gmax = float(g.abs().max())
         flat_steps = flat_steps + 1 if float(f) >= f_old and gmax >= g_old else 0
         if on_iter is not None:
-            on_iter(Progress(n_iter, float(f), gmax))
+            on_iter(Iterate(n_iter, float(f), gmax))
     converged = gmax <= tol
     reason = "tol" if converged else ("stalled" if flat_steps >= 2 else "max_iter")
     return theta, SolveReport(converged, n_iter, gmax, float(f), reason)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from logreg_torch.checkpoint import CheckpointError, save_checkpoint
+from logreg_torch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from logreg_torch.config import Config
 from logreg_torch.data import Prepared
 from logreg_torch.objective import Objective
@@ -28,6 +28,63 @@ class TrainingError(RuntimeError):
 
 
 @dataclass
+class Ending:
+    """How a run ended, in one line (``message``) and as facts. ``kind`` is "converged",
+    "not_converged" (a full-batch solver out of budget or at its rounding floor),
+    "early_stopping" or "finished" (every epoch ran)."""
+
+    kind: str
+    message: str
+    epochs: int  # epochs this run finished
+    iterations: int | None = None  # full-batch solvers: iterations in all
+    grad_max: float | None = None  # full-batch solvers: max|grad| at the end
+    tol: float | None = None
+    best_epoch: int | None = None  # the epoch best.pt holds
+    float64_from: int | None = None  # the iteration where float32 stalled and float64 took over
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def solver_ending(report, tol: float, epochs: int, float32_stall: tuple[int, float] | None,
+                  precision: str) -> Ending:
+    """The ending of a full-batch solver from its last ``SolveReport`` (logreg_torch.newton);
+    ``float32_stall`` = (iterations, max|grad|) where float32 gave way to float64."""
+    n, g = report.n_iter, report.grad_max
+    its = "iteration" if n == 1 else "iterations"
+    handover = ""
+    if float32_stall is not None:
+        handover = (f"; float32 stalled at max|grad| {float32_stall[1]:.1e} after "
+                    f"{float32_stall[0]}, the rest ran in float64")
+    facts = dict(epochs=epochs, iterations=n, grad_max=g, tol=tol,
+                 float64_from=None if float32_stall is None else float32_stall[0])
+    if report.converged:
+        return Ending("converged", f"converged after {n} {its} (max|grad| {g:.1e} <= tol "
+                                   f"{tol:.0e}{handover})", **facts)
+    if report.reason == "stalled":
+        dtype = "float64" if precision == "fp64" or float32_stall else "float32"
+        advice = ("tol is below what float64 resolves here; raise optim.tol" if dtype == "float64"
+                  else "use train.precision=fp64 or optim.fp64_finish=true")
+        why = f"stopped at the {dtype} floor (no step lowers the objective)"
+    else:
+        advice = "increase optim.max_iter" + ("" if precision == "fp64" else " / use fp64")
+        why = "optim.max_iter spent"
+    return Ending("not_converged", f"did not converge: {why}, max|grad| {g:.1e} > tol {tol:.0e} "
+                                   f"after {n} {its}{handover}; {advice}", **facts)
+
+
+def epochs_ending(epochs: int, planned: int, best_epoch: int | None, patience: int | None,
+                  monitored: str) -> Ending:
+    """The ending of a run that went epoch by epoch: early stopping, or all epochs done."""
+    if epochs < planned and patience is not None:
+        return Ending("early_stopping", f"early stopping: no {monitored} improvement for "
+                                        f"{patience} epochs; best epoch {best_epoch} (best.pt)",
+                      epochs=epochs, best_epoch=best_epoch)
+    return Ending("finished", f"finished {epochs} epochs; best epoch {best_epoch} (best.pt)",
+                  epochs=epochs, best_epoch=best_epoch)
+
+
+@dataclass
 class FitResult:
     model: nn.Module
     history: list[dict[str, float]]  # one dict per epoch: epoch, train/loss, val/loss, val/..., lr
@@ -36,6 +93,7 @@ class FitResult:
     run_dir: Path
     stopped_early: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    ending: Ending | None = None  # how the run ended (also in the checkpoints and TensorBoard)
 
 
 def new_run_dir(cfg: Config) -> Path:
@@ -94,12 +152,13 @@ def model_args(cfg: Config, in_features: int) -> dict[str, Any]:
 
 
 def checkpoint_state(cfg: Config, data: Prepared, model: nn.Module,
-                     optimizer: torch.optim.Optimizer, scheduler, scaler, progress: Progress,
-                     epoch: int) -> dict[str, Any]:
+                     optimizer: torch.optim.Optimizer | None, scheduler, scaler,
+                     progress: Progress, epoch: int,
+                     ending: dict[str, Any] | None = None) -> dict[str, Any]:
     """The one dict a checkpoint holds: weights, optimizer, RNG, config, preprocessing, progress."""
     return {
         "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
         "scheduler": None if scheduler is None else scheduler.state_dict(),
         "scaler": None if scaler is None else scaler.state_dict(),
         "epoch": epoch,
@@ -113,6 +172,7 @@ def checkpoint_state(cfg: Config, data: Prepared, model: nn.Module,
         "history": progress.history,
         "best_loss": progress.best_loss,
         "bad_epochs": progress.bad_epochs,
+        "ending": ending,  # set in the checkpoints once the run has ended
     }
 
 
@@ -147,22 +207,36 @@ class Checkpoints:
             self.saved_epoch = epoch
             self.last_good = self.run_dir / "last.pt"
 
+    def add_ending(self, name: str, ending: dict[str, Any]) -> None:
+        """Write how the run ended into a checkpoint written earlier (best.pt)."""
+        path = self.run_dir / name
+        if self.is_main and path.exists():
+            state = load_checkpoint(path)
+            state["ending"] = ending
+            save_checkpoint(state, path)
+
 
 # ----------------------------------------------------------------------------- final report
 
 
 def log_final(logger: TensorBoardLogger, cfg: Config, model: nn.Module, objective: Objective,
               history: list[dict[str, float]], test: dict[str, float] | None, Xv: Tensor,
-              yv: Tensor, runtime: Runtime) -> None:
-    """The run's hyperparameters with its final metrics, and the validation PR curve and
-    figures, once training is over."""
+              yv: Tensor, runtime: Runtime, ending: Ending | None = None) -> None:
+    """The run's hyperparameters with its final metrics and how it ended, and the validation
+    PR curve and figures, once training is over."""
     if not history:
         return
     final = {k: v for k, v in history[-1].items() if k.startswith(("val/", "train/"))}
     if test:
         final.update({f"test/{k}": v for k, v in test.items()})
+    hparams = dataclasses.asdict(cfg)
+    if ending is not None:
+        hparams["ending"] = {"kind": ending.kind}
+        final["ending/converged"] = float(ending.kind == "converged")
+        final.update({f"ending/{k}": float(getattr(ending, k)) for k in ("iterations", "grad_max")
+                      if getattr(ending, k) is not None})
     final = {k: v for k, v in final.items() if math.isfinite(v)}
-    logger.log_hparams(dataclasses.asdict(cfg), final)
+    logger.log_hparams(hparams, final)
     if len(Xv):
         probs = predict_proba(model, Xv, runtime)
         logger.log_pr_curve("val/pr_curve", probs, yv, int(history[-1]["epoch"]))
