@@ -368,7 +368,8 @@ def _solve_epoch(t: Training, progress: Progress, epoch: int,
                          on_iter)
     progress.step = t.solve.used
     penalty = t.objective.penalty(t.model)
-    return report.loss - float(penalty), report.grad_max
+    penalty = float(penalty.detach()) if isinstance(penalty, Tensor) else float(penalty)
+    return report.loss - penalty, report.grad_max
 
 
 def _log_epoch(logger: TensorBoardLogger, t: Training, record: dict[str, float],
@@ -420,7 +421,7 @@ def _ending(t: Training, progress: Progress, stopped_early: bool, best: dict) ->
     early = stopped_early and patience is not None and progress.bad_epochs >= patience
     solved = t.solver and t.solve.done(cfg.optim.max_iter)
     if t.solver and t.solve.report is not None and (solved or not early):
-        return solver_ending(t.solve.report, cfg.optim.tol, epochs, t.solve.float32_stall,
+        return solver_ending(t.solve.report, cfg.optim.tol, epochs, t.solve.handover,
                              cfg.train.precision)
     monitored = "val/loss" if len(t.val[0]) else "train/loss"
     best_epoch = int(best["epoch"]) if best else None

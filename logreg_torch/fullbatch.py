@@ -1,6 +1,12 @@
 """One epoch of a full-batch solver (``optim.name`` lbfgs or newton): its share of the iteration
-budget, in memory or streamed, distributed or not, and the float64 finish of a float32 run that
-rounding stopped above ``optim.tol``."""
+budget, in memory or streamed, distributed or not, and the float64 finish of a run that
+rounding stopped above ``optim.tol``.
+
+Why a finish: L-BFGS's line search compares objective values, and below some gradient they no
+longer change in the working precision (float32: max|grad| ~1e-6; float64 on breast_cancer:
+~3e-10). Newton's step needs no such comparison near the optimum, so a stalled logistic fit
+takes its last steps as float64 Newton steps (one to three, typically); an mlp continues with
+float64 L-BFGS."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from torch import Tensor, nn
 from logreg_torch.config import OptimConfig
 from logreg_torch.data import Stream
 from logreg_torch.loop import full_batch_closure, my_chunks, stream_closure
+from logreg_torch.model import LogisticRegression
 from logreg_torch.newton import ChunkedObjective, Iterate, SolveReport, flat_params, load_flat
 from logreg_torch.newton import newton as newton_solve
 from logreg_torch.objective import Objective
@@ -40,11 +47,11 @@ class Rows:
 @dataclass
 class SolveState:
     """What the epochs of one full-batch solve share: iterations used, the last report, and
-    where float32 gave way to float64 (iterations, max|grad|)."""
+    the handover of a stalled solve: (iterations, max|grad| there, what finished it)."""
 
     used: int = 0
     report: SolveReport | None = None
-    float32_stall: tuple[int, float] | None = None
+    handover: tuple[int, float, str] | None = None
 
     def done(self, max_iter: int) -> bool:
         r = self.report
@@ -95,9 +102,9 @@ def solve_epoch(model: nn.Module, optimizer, objective: Objective, rows: Rows, r
                 o: OptimConfig, state: SolveState, budget: int,
                 on_iter: Callable[[Iterate], None] | None = None) -> SolveReport:
     """Run up to ``budget`` iterations; ``on_iter`` gets iterations numbered over the whole
-    run. In float32 with ``o.fp64_finish``, a stall above tol hands the rest of the whole
-    budget (``o.max_iter``) to a float64 copy of model, objective and rows; the result is
-    copied back into the float32 model."""
+    run. With ``o.fp64_finish``, a stall above tol hands the rest of the whole budget
+    (``o.max_iter``) to a float64 copy of model, objective and rows (Newton for the logistic
+    model); the result is copied back into the model."""
     model.train()
     offset = state.used
 
@@ -108,12 +115,14 @@ def solve_epoch(model: nn.Module, optimizer, objective: Objective, rows: Rows, r
     report = _solve(model, optimizer, objective, rows, runtime, o, budget, numbered)
     state.used += report.n_iter
     left = o.max_iter - state.used
-    if (report.reason == "stalled" and runtime.dtype == torch.float32 and o.fp64_finish
-            and left > 0):
-        state.float32_stall = (state.used, report.grad_max)
+    newton_finish = isinstance(model, LogisticRegression)
+    can_finish = newton_finish or runtime.dtype == torch.float32
+    if report.reason == "stalled" and o.fp64_finish and left > 0 and can_finish:
+        how = "float64 Newton steps" if newton_finish else "float64 L-BFGS"
+        state.handover = (state.used, report.grad_max, how)
         offset = state.used
-        report64 = _finish_in_float64(model, optimizer, objective, rows, runtime, o, left,
-                                      numbered)
+        report64 = _finish_in_float64(model, optimizer if not newton_finish else None,
+                                      objective, rows, runtime, o, left, numbered)
         state.used += report64.n_iter
         report = dataclasses.replace(report64, n_iter=state.used)
     else:

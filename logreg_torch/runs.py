@@ -40,29 +40,31 @@ class Ending:
     grad_max: float | None = None  # full-batch solvers: max|grad| at the end
     tol: float | None = None
     best_epoch: int | None = None  # the epoch best.pt holds
-    float64_from: int | None = None  # the iteration where float32 stalled and float64 took over
+    finish_from: int | None = None  # the iteration where a stalled solve was handed over
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def solver_ending(report, tol: float, epochs: int, float32_stall: tuple[int, float] | None,
+def solver_ending(report, tol: float, epochs: int, handover: tuple[int, float, str] | None,
                   precision: str) -> Ending:
     """The ending of a full-batch solver from its last ``SolveReport`` (logreg_torch.newton);
-    ``float32_stall`` = (iterations, max|grad|) where float32 gave way to float64."""
+    ``handover`` = (iterations, max|grad|, what finished) when rounding stalled the solver and
+    a float64 finish took over (logreg_torch.fullbatch)."""
     n, g = report.n_iter, report.grad_max
     its = "iteration" if n == 1 else "iterations"
-    handover = ""
-    if float32_stall is not None:
-        handover = (f"; float32 stalled at max|grad| {float32_stall[1]:.1e} after "
-                    f"{float32_stall[0]}, the rest ran in float64")
+    dtype = "float64" if precision == "fp64" else "float32"
+    note = ""
+    if handover is not None:
+        note = (f"; {dtype} stalled at max|grad| {handover[1]:.1e} after {handover[0]}, the "
+                f"last {n - handover[0]} were {handover[2]}")
     facts = dict(epochs=epochs, iterations=n, grad_max=g, tol=tol,
-                 float64_from=None if float32_stall is None else float32_stall[0])
+                 finish_from=None if handover is None else handover[0])
     if report.converged:
         return Ending("converged", f"converged after {n} {its} (max|grad| {g:.1e} <= tol "
-                                   f"{tol:.0e}{handover})", **facts)
+                                   f"{tol:.0e}{note})", **facts)
     if report.reason == "stalled":
-        dtype = "float64" if precision == "fp64" or float32_stall else "float32"
+        dtype = "float64" if handover is not None else dtype
         advice = ("tol is below what float64 resolves here; raise optim.tol" if dtype == "float64"
                   else "use train.precision=fp64 or optim.fp64_finish=true")
         why = f"stopped at the {dtype} floor (no step lowers the objective)"
@@ -70,7 +72,7 @@ def solver_ending(report, tol: float, epochs: int, float32_stall: tuple[int, flo
         advice = "increase optim.max_iter" + ("" if precision == "fp64" else " / use fp64")
         why = "optim.max_iter spent"
     return Ending("not_converged", f"did not converge: {why}, max|grad| {g:.1e} > tol {tol:.0e} "
-                                   f"after {n} {its}{handover}; {advice}", **facts)
+                                   f"after {n} {its}{note}; {advice}", **facts)
 
 
 def epochs_ending(epochs: int, planned: int, best_epoch: int | None, patience: int | None,

@@ -75,11 +75,13 @@ def test_run_folder_holds_every_summary(result: FitResult) -> None:
     (pr,) = acc.Tensors("val/pr_curve")
     assert pr.step == EPOCHS
 
-    # The resolved config as text.
-    (text_tag,) = acc.PluginTagToContent("text")
-    assert text_tag.startswith("config")
-    (text,) = acc.Tensors(text_tag)
+    # The resolved config and how the run ended, as text.
+    text_tags = sorted(acc.PluginTagToContent("text"))
+    assert [t.split("/")[0] for t in text_tags] == ["config", "ending"]
+    (text,) = acc.Tensors(text_tags[0])
     assert b"optim" in text.tensor_proto.string_val[0]
+    (ending,) = acc.Tensors(text_tags[1])
+    assert ending.tensor_proto.string_val[0].startswith(b"finished 3 epochs")
 
     if figures_available():
         assert set(acc.Tags()[ea.IMAGES]) == {"val/reliability", "val/probability_histogram"}
@@ -106,6 +108,8 @@ def test_run_folder_holds_every_summary(result: FitResult) -> None:
     expected = {k: v for k, v in final.items()
                 if k.startswith(("train/", "val/", "test/")) and math.isfinite(v)}
     assert {f"test/{m}" for m in VAL_METRICS} <= set(expected)
+    expected["ending/converged"] = 0.0  # Adam for 3 epochs: "finished", not "converged"
+    assert hp["ending.kind"].string_value == "finished"
     assert metric_tags == {f"hparam/{k}" for k in expected}
     for name, value in expected.items():
         (event,) = acc.Scalars(f"hparam/{name}")
