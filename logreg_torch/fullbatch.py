@@ -118,7 +118,7 @@ def solve_epoch(model: nn.Module, optimizer, objective: Objective, rows: Rows, r
     newton_finish = isinstance(model, LogisticRegression)
     can_finish = newton_finish or runtime.dtype == torch.float32
     if report.reason == "stalled" and o.fp64_finish and left > 0 and can_finish:
-        how = "float64 Newton steps" if newton_finish else "float64 L-BFGS"
+        how = "float64 Newton step" if newton_finish else "float64 L-BFGS iteration"
         state.handover = (state.used, report.grad_max, how)
         offset = state.used
         report64 = _finish_in_float64(model, optimizer if not newton_finish else None,

@@ -56,8 +56,9 @@ def solver_ending(report, tol: float, epochs: int, handover: tuple[int, float, s
     dtype = "float64" if precision == "fp64" else "float32"
     note = ""
     if handover is not None:
-        note = (f"; {dtype} stalled at max|grad| {handover[1]:.1e} after {handover[0]}, the "
-                f"last {n - handover[0]} were {handover[2]}")
+        k = n - handover[0]
+        note = (f"; {dtype} stalled at max|grad| {handover[1]:.1e} after {handover[0]}, then "
+                f"{k} {handover[2]}{'' if k == 1 else 's'}")
     facts = dict(epochs=epochs, iterations=n, grad_max=g, tol=tol,
                  finish_from=None if handover is None else handover[0])
     if report.converged:
