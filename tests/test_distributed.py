@@ -117,6 +117,16 @@ def lbfgs_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
+def newton_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Newton on the same uneven shards: (two-process run folder, one-process run folder)."""
+    base = tmp_path_factory.mktemp("newton")
+    config, *overrides = LBFGS
+    overrides = [*overrides, "optim.name=newton", "optim.tol=1e-12"]
+    _torchrun(TRAIN, config, f"log.run_dir={base / 'ddp'}", *overrides)
+    return base / "ddp", _single(base / "single", config, *overrides)
+
+
+@pytest.fixture(scope="module")
 def adam_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """Two processes for 3 epochs, then resumed by two processes to 5 epochs in place.
     Returns (a copy of the folder after 3 epochs, the folder after 5, one process 5 epochs)."""
@@ -130,6 +140,15 @@ def adam_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pat
 
 
 # ----------------------------------------------------------------------------- same model
+
+
+def test_full_batch_newton_matches_one_process(newton_runs: tuple[Path, Path]) -> None:
+    # Value, gradient and Hessian all-reduced: the same Newton steps as one process.
+    ddp, single = (_load(d / "last.pt") for d in newton_runs)
+    assert ddp["ending"]["kind"] == single["ending"]["kind"] == "converged"
+    assert ddp["ending"]["iterations"] == single["ending"]["iterations"]
+    for name, weight in single["model"].items():
+        torch.testing.assert_close(ddp["model"][name], weight, rtol=0, atol=1e-11, msg=name)
 
 
 def test_full_batch_lbfgs_matches_one_process(lbfgs_runs: tuple[Path, Path]) -> None:
