@@ -83,7 +83,8 @@ def epochs_ending(epochs: int, planned: int, best_epoch: int | None, patience: i
         return Ending("early_stopping", f"early stopping: no {monitored} improvement for "
                                         f"{patience} epochs; best epoch {best_epoch} (best.pt)",
                       epochs=epochs, best_epoch=best_epoch)
-    return Ending("finished", f"finished {epochs} epochs; best epoch {best_epoch} (best.pt)",
+    unit = "epoch" if epochs == 1 else "epochs"
+    return Ending("finished", f"finished {epochs} {unit}; best epoch {best_epoch} (best.pt)",
                   epochs=epochs, best_epoch=best_epoch)
 
 

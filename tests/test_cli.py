@@ -94,7 +94,7 @@ def test_train_overrides_after_the_flag_and_a_summary(tmp_path, capsys) -> None:
     assert "trained 1 epoch(s)" in out
     assert "validation metrics:" in out and "accuracy" in out
     assert f"run folder: {tmp_path / 'v'}" in out
-    assert out.splitlines()[-1] == "finished 1 epochs; best epoch 1 (best.pt)"  # how it ended
+    assert out.splitlines()[-1] == "finished 1 epoch; best epoch 1 (best.pt)"  # how it ended
 
 
 # ----------------------------------------------------------------------------- evaluate
