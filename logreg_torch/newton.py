@@ -252,13 +252,15 @@ def newton(obj: ChunkedObjective, theta: Tensor, *, tol: float, max_iter: int,
     -H^-1 g, Armijo backtracking from step 1. Two steps in a row that lower neither the
     objective nor max|grad| end the solve as "stalled" (the floating-point floor)."""
     dense = len(theta) <= CG_MIN_PARAMS
-    f, g, H = evaluate(obj, theta, order=2 if dense else 1)
+    f, g, _ = evaluate(obj, theta, order=1)
     gmax = float(g.abs().max())
     if on_iter is not None:
         on_iter(Iterate(0, float(f), gmax))
     n_iter, flat_steps = 0, 0
     while gmax > tol and n_iter < max_iter and flat_steps < 2:
-        p = _solve_dense(H, g) if dense else _solve_cg(obj, theta, g)
+        # The Hessian only where a step follows: it costs P backward passes, the gradient one.
+        p = (_solve_dense(evaluate(obj, theta, order=2)[2], g) if dense
+             else _solve_cg(obj, theta, g))
         t, f_new = _line_search(obj, theta, f, g, p)
         if f_new is None:
             flat_steps = 2
@@ -266,7 +268,7 @@ def newton(obj: ChunkedObjective, theta: Tensor, *, tol: float, max_iter: int,
         theta = theta + t * p
         n_iter += 1
         f_old, g_old = float(f), gmax
-        f, g, H = evaluate(obj, theta, order=2 if dense else 1)
+        f, g, _ = evaluate(obj, theta, order=1)
         gmax = float(g.abs().max())
         flat_steps = flat_steps + 1 if float(f) >= f_old and gmax >= g_old else 0
         if on_iter is not None:
