@@ -48,6 +48,7 @@ class CoefficientTable:
     alpha: float
     penalized: bool  # l2 > 0: errors of the penalized fit
     ending: dict = field(default_factory=dict)  # how the fit ended (message, iterations, ...)
+    notes: list[str] = field(default_factory=list)
 
     def rows(self) -> list[dict]:
         return [{"name": name, **{c: getattr(self, c)[i] for c in COLUMNS}}
@@ -73,6 +74,7 @@ class CoefficientTable:
                          "penalized fit (the l2 term is in the Hessian)")
         if self.ending.get("message"):
             lines.append(f"fit: {self.ending['message']}")
+        lines += [f"note: {note}" for note in self.notes]
         if self.ending.get("kind") != "converged":
             lines.append("note: the fit did not report convergence to the optimum, which the "
                          "errors assume; refit with optim.name=newton (or lbfgs)")
@@ -166,9 +168,13 @@ def summarize(run: str | Path, alpha: float = 0.05) -> CoefficientTable:
     objective.fused = False
     runtime = Runtime(torch.device("cpu"), dtype, None)
     obj = newton_objective(model, objective, rows, runtime)
-    return coefficient_table(obj, list(state["feature_names"]), state["preprocessing"],
-                             penalized=cfg.loss.l2 > 0, alpha=alpha,
-                             ending=state.get("ending") or {})
+    ending = state.get("ending") or {}
+    table = coefficient_table(obj, list(state["feature_names"]), state["preprocessing"],
+                              penalized=cfg.loss.l2 > 0, alpha=alpha, ending=ending)
+    if ending.get("epochs") not in (None, state["epoch"]):
+        table.notes.append(f"{path.name} holds epoch {state['epoch']}; the fit ended at epoch "
+                           f"{ending['epochs']} (last.pt)")
+    return table
 
 
 def _check_identified(obj: ChunkedObjective, theta: Tensor, names: list[str],

@@ -384,3 +384,15 @@ def test_readme_summary_example_prints_what_the_readme_shows(tmp_path, monkeypat
         assert cli.main(command.split()[1:]) == 0
     out = capsys.readouterr().out
     assert out.strip("\n").endswith(shown)
+
+
+def test_summary_says_when_best_pt_is_not_the_final_epoch(tmp_path, capsys) -> None:
+    run = tmp_path / "r"
+    assert cli.main(["train", str(DEFAULT), "train.epochs=4", "optim.lr=0.5",
+                     f"log.run_dir={run}", "log.histogram_every=0", "--quiet"]) == 0
+    best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
+    assert cli.main(["summary", str(run)]) == 0
+    out = capsys.readouterr().out
+    said = f"best.pt holds epoch {best['epoch']}; the fit ended at epoch 4" in out
+    assert said == (best["epoch"] != last["epoch"])
+    assert "note: the fit did not report convergence" in out  # Adam: "finished 4 epochs"
