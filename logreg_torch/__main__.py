@@ -1,7 +1,5 @@
 """``python -m logreg_torch`` is the ``logreg-torch`` command."""
 
-import sys
+from logreg_torch.cli import run
 
-from logreg_torch.cli import main
-
-sys.exit(main())
+run()

@@ -23,13 +23,11 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from logreg_torch.losses import (
-    _bcel_chunk,
-    _check_range,
-    _chunked_sum,
-    _pos_weight_terms,
-    _scratch,
-)
+from logreg_torch.losses import _check_range
+from logreg_torch.losses_fast import bcel_chunk as _bcel_chunk
+from logreg_torch.losses_fast import chunked_sum as _chunked_sum
+from logreg_torch.losses_fast import pos_weight_terms as _pos_weight_terms
+from logreg_torch.losses_fast import scratch_tensors as _scratch
 
 # Rows per block: a block of a 100-feature float32 matrix is ~6 MB, in the last-level cache,
 # so the second product reads it from cache; large enough that Python overhead is small.
@@ -38,7 +36,12 @@ BLOCK_ROWS = 16384
 # BLAS runs a matrix-vector product of one block on one core, and each elementwise op on a
 # block is below torch's threshold for splitting work across threads; so blocks go to a pool
 # of torch.get_num_threads() threads (torch ops release the GIL), each with its own share of
-# X^T g. Created on first use.
+# X^T g. Created on first use. On a shared machine what matters is OpenMP's wait policy, not
+# the pool size: `logreg-torch` sets OMP_WAIT_POLICY=PASSIVE (cli._quiet_openmp_threads). By
+# scripts/bench_threads.py (N=2e5, D=100, busy 2-core machine), beside one more CPU-bound
+# process the fused epoch slowed 1.05x with PASSIVE and this pool (1.09x with one worker, 1.41x
+# spinning), torch's own ops 1.8x; single-threaded MKL (MKL_NUM_THREADS=1) helped less (1.46x).
+POOL_WORKERS: int | None = None  # None: torch.get_num_threads()
 _POOL: ThreadPoolExecutor | None = None
 # (process id, workers) of _POOL: a forked child inherits the pool object but not its
 # threads, so it must make its own.
@@ -112,7 +115,7 @@ class _LinearBCEWithLogits(torch.autograd.Function):
         grad_z = torch.empty_like(logits)  # n * dL/dz
         step = n if features.is_cuda else BLOCK_ROWS
         starts = list(range(0, n, step))
-        workers = min(torch.get_num_threads(), len(starts))
+        workers = min(POOL_WORKERS or torch.get_num_threads(), len(starts))
         if len(starts) == 1:  # a minibatch: the loss kernel gives loss and dL/dz together
             total, grad_w = _one_block(features, w, bias, targets, pos_weight, logits, grad_z,
                                        want_w, check_range)

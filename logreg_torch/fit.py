@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -92,10 +93,12 @@ def _is_dist_failure(e: RuntimeError) -> bool:
 
 
 def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
+    started = time.perf_counter()
     runtime = resolve_runtime(cfg.train.device, cfg.train.precision, rank, world)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     resume_state = load_checkpoint(cfg.train.resume) if cfg.train.resume else None
     t = _set_up(cfg, runtime)
+    t.timings["setup"] = time.perf_counter() - started - t.timings["data"]
     progress = Progress() if resume_state is None else _resume(t, resume_state)
     run_dir = _run_dir(cfg, runtime, resumed=resume_state is not None)
     logger = TensorBoardLogger(run_dir, enabled=runtime.is_main)
@@ -104,7 +107,12 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
         logger.log_text("config", "```\n" + config_to_yaml(cfg) + "\n```")
     ckpt = _checkpoints(cfg, runtime, run_dir, progress, resumed=resume_state is not None)
     stopped_early = _train(t, progress, ckpt, logger, quiet)
-    return _finish(t, progress, logger, ckpt, stopped_early)
+    result = _finish(t, progress, logger, ckpt, stopped_early)
+    # Seconds by stage; "logging" is the rest: run folder, TensorBoard, checkpoints, figures.
+    timings = t.timings
+    timings["logging"] = time.perf_counter() - started - sum(timings.values())
+    result.extra["timings"] = dict(timings)
+    return result
 
 
 # ----------------------------------------------------------------------------- set up
@@ -129,6 +137,9 @@ class Training:
     optimizer: torch.optim.Optimizer | None  # None for newton
     scheduler: Any
     scaler: torch.amp.GradScaler | None
+    # seconds spent so far: data, setup (the rest of _set_up), train (epochs), evaluate
+    timings: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("data", "setup", "train", "evaluate"), 0.0))
     solve: SolveState = field(default_factory=SolveState)  # full-batch solvers
     ending: Ending | None = None  # once the run has ended
 
@@ -145,15 +156,20 @@ class Training:
 
 def _set_up(cfg: Config, runtime: Runtime) -> Training:
     full_batch = cfg.train.batch_size is None or cfg.optim.name in FULL_BATCH_SOLVERS
-    stream, data, n_global, train_targets = _load_data(cfg, runtime, full_batch)
+    # Full batch on the fast path: store X column-major (each feature contiguous). Both
+    # matrix-vector products then stream X at memory speed; row-major X makes torch.mv
+    # several times slower than one read of X. (Minibatches gather rows: row-major.)
+    column_major = fast_path_applies(cfg) and full_batch
     world = runtime.world_size
+    # One process on the CPU: the data is read straight into that layout, with no second copy.
+    direct = column_major and world == 1 and runtime.device.type == "cpu"
+    started = time.perf_counter()
+    stream, data, n_global, train_targets = _load_data(cfg, runtime, full_batch, direct)
+    data_seconds = time.perf_counter() - started
     train_rows = data.train if world == 1 else _shard(data.train, runtime.rank, world,
                                                       not full_batch)
     X, y = (t.to(runtime.device) for t in train_rows)
-    if fast_path_applies(cfg) and full_batch:
-        # Full batch on the fast path: store X column-major (each feature contiguous). Both
-        # matrix-vector products then stream X at memory speed; row-major X makes torch.mv
-        # several times slower than one read of X. (Minibatches gather rows: row-major.)
+    if column_major and not (X.dim() == 2 and X.stride(0) == 1):
         X = X.t().contiguous().t()
     val = tuple(t.to(runtime.device) for t in data.val)
     test = tuple(t.to(runtime.device) for t in data.test)
@@ -167,15 +183,17 @@ def _set_up(cfg: Config, runtime: Runtime) -> Training:
     scheduler = make_scheduler(cfg, optimizer)
     scaler = (torch.amp.GradScaler(runtime.device.type)
               if cfg.train.precision == "fp16" else None)
-    return Training(cfg, runtime, data, stream, X, y, n_global, val, test, model, train_model,
-                    objective, optimizer, scheduler, scaler)
+    t = Training(cfg, runtime, data, stream, X, y, n_global, val, test, model, train_model,
+                 objective, optimizer, scheduler, scaler)
+    t.timings["data"] = data_seconds
+    return t
 
 
-def _load_data(cfg: Config, runtime: Runtime,
-               full_batch: bool) -> tuple[Stream | None, Prepared, int, Tensor]:
+def _load_data(cfg: Config, runtime: Runtime, full_batch: bool,
+               column_major: bool) -> tuple[Stream | None, Prepared, int, Tensor]:
     """(stream or None, prepared splits, training rows over all ranks, training targets)."""
     if not cfg.data.streaming:
-        data = prepare(cfg.data, cfg.train.seed, dtype=runtime.dtype)
+        data = prepare(cfg.data, cfg.train.seed, dtype=runtime.dtype, column_major=column_major)
         return None, data, len(data.train[0]), data.train[1]
     if runtime.world_size > 1 and not full_batch:
         raise ConfigError("data.streaming under torchrun needs a full batch (optim.name=lbfgs "
@@ -295,14 +313,18 @@ def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBo
     cfg = t.cfg
     for epoch in range(progress.epoch, cfg.train.epochs):
         done = epoch + 1
+        started = time.perf_counter()
         train_loss, grad_norm = _train_epoch(t, progress, epoch, logger)
+        t.timings["train"] += time.perf_counter() - started
         _check_finite(t, train_loss, done, progress.step, ckpt.last_good)
         record: dict[str, float] = {"epoch": done, "step": progress.step,
                                     "train/loss": train_loss}
         if t.optimizer is not None:
             record["lr"] = t.optimizer.param_groups[0]["lr"]
         record["grad_norm"] = grad_norm  # a full-batch solver's: max|grad| (see README)
+        started = time.perf_counter()
         val = evaluate(t.model, t.objective, *t.val, t.runtime)
+        t.timings["evaluate"] += time.perf_counter() - started
         record.update({f"val/{k}": v for k, v in val.items()})
         monitored = val.get("loss", train_loss)
         step_scheduler(t.scheduler, monitored)
@@ -399,7 +421,9 @@ def _should_stop(t: Training, progress: Progress) -> bool:
 
 def _finish(t: Training, progress: Progress, logger: TensorBoardLogger, ckpt: Checkpoints,
             stopped_early: bool) -> FitResult:
+    started = time.perf_counter()
     test = evaluate(t.model, t.objective, *t.test, t.runtime) or None
+    t.timings["evaluate"] += time.perf_counter() - started
     history = progress.history
     best = min(history, key=lambda r: r.get("val/loss", r["train/loss"])) if history else {}
     t.ending = _ending(t, progress, stopped_early, best)

@@ -13,11 +13,13 @@ import torch
 from torch import nn
 
 from logreg_torch.config import Config
+from logreg_torch.lazy_dynamo import defer_dynamo_import
 from logreg_torch.newton import Iterate, SolveReport
 
 
 def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer | None:
     o = cfg.optim
+    defer_dynamo_import()  # no torch._dynamo import (~1 s) for a run that never compiles
     params = list(model.parameters())
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)

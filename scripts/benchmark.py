@@ -31,12 +31,8 @@ import argparse
 import importlib.util
 import os
 import platform
-import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
-import textwrap
 import time
 import warnings
 from collections.abc import Callable
@@ -388,76 +384,23 @@ def bench_loss_functions(sizes: list[int], repeat: int) -> list[Row]:
 # ----------------------------------------------------------------------------- 5. end to end
 
 
-SKLEARN_SCRIPT = textwrap.dedent("""
-    import sys
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-    X, y = np.load(sys.argv[1] + "/X.npy"), np.load(sys.argv[1] + "/y.npy")
-    X = StandardScaler().fit_transform(X)
-    model = LogisticRegression(C=1.0, tol=1e-6).fit(X, y)
-    np.save(sys.argv[2], np.append(model.coef_[0], model.intercept_))
-""")
+def _bench_e2e():
+    spec = importlib.util.spec_from_file_location("bench_e2e", SCRIPTS / "bench_e2e.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _train_command() -> list[str]:
-    exe = shutil.which("logreg-torch", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "logreg_torch"]
-
-
-def bench_end_to_end(n: int, d: int, runs: int = 2) -> Row:
+def bench_end_to_end(n: int, d: int, rounds: int = 2) -> Row:
+    """``logreg-torch train`` vs the scikit-learn script as whole processes (bench_e2e.py)."""
+    e2e = _bench_e2e()
     with tempfile.TemporaryDirectory(prefix="logreg-bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        X, y = make_classification(n, d, n_informative=10, class_sep=1.0, weights=None, seed=0)
-        (tmp / "data").mkdir()
-        np.save(tmp / "data" / "X.npy", X.astype(np.float32))
-        np.save(tmp / "data" / "y.npy", y.astype(np.float32))
-        del X, y
-        config = tmp / "config.yaml"
-        config.write_text(textwrap.dedent(f"""\
-            data: {{source: npy, path: {tmp / 'data'}, val_fraction: 0.0, test_fraction: 0.0,
-                   standardize: true}}
-            model: {{name: logistic}}
-            loss: {{l2: {1.0 / n!r}}}  # sklearn C = 1
-            optim: {{name: lbfgs, lr: 1.0, max_iter: 100, tol: 1.0e-6}}
-            train: {{epochs: 5, batch_size: null, device: cpu}}
-            log: {{name: bench}}
-            """))
-        script = tmp / "sklearn_fit.py"
-        script.write_text(SKLEARN_SCRIPT)
-        times: dict[str, list[float]] = {"ours": [], "sklearn": []}
-        # Both processes get this process's thread count (--threads), for their BLAS too.
-        env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-        for i in range(runs):
-            commands = {
-                "ours": [*_train_command(), "train", str(config), "--quiet",
-                         f"log.run_dir={tmp / f'run{i}'}"],
-                "sklearn": [sys.executable, str(script), str(tmp / "data"),
-                            str(tmp / f"sk{i}.npy")],
-            }
-            for name, command in commands.items():
-                start = time.perf_counter()
-                subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
-                times[name].append(time.perf_counter() - start)
-        ours_f, sk_f = _end_to_end_objectives(tmp, n)
-    t = {name: min(ts) for name, ts in times.items()}
-    print(f"  logreg-torch train: {t['ours']:.2f} s (objective {ours_f:.10g}); sklearn script: "
-          f"{t['sklearn']:.2f} s (objective {sk_f:.10g}); min of {runs} each")
-    return Row(f"end to end process N={n:.0e} D={d}", f"{t['ours']:.2f} s",
-               f"{t['sklearn']:.2f} s", t["ours"] / t["sklearn"])
-
-
-def _end_to_end_objectives(tmp: Path, n: int) -> tuple[float, float]:
-    """Objective (float64, on the standardized data) of what each process fitted."""
-    from sklearn.preprocessing import StandardScaler
-
-    X64 = StandardScaler().fit_transform(np.load(tmp / "data" / "X.npy").astype(np.float64))
-    y64 = np.load(tmp / "data" / "y.npy").astype(np.float64)
-    state = torch.load(tmp / "run0" / "last.pt", weights_only=True)["model"]
-    ours = objective64(X64, y64, state["linear.weight"].double().numpy()[0],
-                       float(state["linear.bias"]), 1.0)
-    sk = np.load(tmp / "sk0.npy")
-    return ours, objective64(X64, y64, sk[:-1], float(sk[-1]), 1.0)
+        data = e2e.ensure_data(Path(tmp_name) / "data", n, d)
+        out = e2e.report(n, d, e2e.bench_size(Path(tmp_name), data, n, d, rounds,
+                                              dict(os.environ)))
+    target = e2e.TARGETS.get(n)
+    return Row(f"end to end process N={n:.0e} D={d}", f"{out['ours']:.2f} s",
+               f"{out['sklearn']:.2f} s", out["ratio"], "" if target is None else f"<= {target}")
 
 
 # ----------------------------------------------------------------------------- main
@@ -497,7 +440,12 @@ def main() -> None:
     parser.add_argument("--peak-gbs", type=float, default=H100_SXM_GBS,
                         help="the GPU's nominal memory bandwidth, GB/s (default: H100 SXM)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--e2e", nargs=argparse.REMAINDER, metavar="ARGS",
+                        help="only the end-to-end processes (scripts/bench_e2e.py; ARGS go to it)")
     args = parser.parse_args()
+    if args.e2e is not None:
+        _bench_e2e().main(args.e2e)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     q = args.quick

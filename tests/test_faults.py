@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import errno
 import io
-import multiprocessing
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -58,154 +56,107 @@ def one_error_line(argv: list[str], capsys) -> str:
 
 # ============================================================================ kill -9
 
-KILLS = 4
-KILL_EPOCHS = 20
-# 4800 training rows in minibatches of 64 and a checkpoint after every epoch: an epoch takes a
-# tenth of a second or more, a few milliseconds of it writing last.pt and best.pt.
-KILL_RUN = ("data.source=synthetic", "data.n_samples=6000", "data.n_features=20",
+KILL_EPOCHS = 6
+# 1600 training rows in minibatches of 64, a checkpoint after every epoch.
+KILL_RUN = ("data.source=synthetic", "data.n_samples=2000", "data.n_features=20",
             "data.n_informative=5", "train.batch_size=64", "train.checkpoint_every=1",
             f"train.epochs={KILL_EPOCHS}", "optim.lr=0.01", "log.histogram_every=0")
-# What a training process imports, some of it lazily (torch._dynamo on the first optimizer,
-# torchmetrics on the first evaluation): seconds each time in a fresh interpreter.
-PRELOAD = ["logreg_torch.cli", "logreg_torch.train", "torch._dynamo",
-           "torchmetrics.functional.classification", "torch.utils.tensorboard"]
+
+# Test hook, put on a training process's PYTHONPATH: when logreg_torch.checkpoint's torch.save
+# writes KILL_FILE for epoch KILL_EPOCH, the process SIGKILLs itself at KILL_POINT:
+#   "write":  half of the checkpoint's bytes are in the temp file;
+#   "rename": the temp file is complete and fsynced, os.replace not yet called.
+# Before dying it records what it did in KILL_MARKER. Only torch and os are patched.
+SITECUSTOMIZE = """\
+import os
+
+if os.environ.get("KILL_POINT"):
+    import io
+    import signal
+
+    import torch
+
+    _save, _replace = torch.save, os.replace
+    _armed = {}
+
+    def _die(note):
+        with open(os.environ["KILL_MARKER"], "w") as f:
+            f.write(note)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def save(obj, f, *args, **kwargs):
+        name = getattr(f, "fileno", None) and os.readlink(f"/proc/self/fd/{f.fileno()}")
+        ours = (isinstance(obj, dict) and obj.get("epoch") == int(os.environ["KILL_EPOCH"])
+                and name and os.path.basename(name).startswith("." + os.environ["KILL_FILE"]))
+        if not ours:
+            return _save(obj, f, *args, **kwargs)
+        if os.environ["KILL_POINT"] == "write":
+            buffer = io.BytesIO()
+            _save(obj, buffer, *args, **kwargs)
+            data = buffer.getvalue()
+            f.write(data[: len(data) // 2])
+            f.flush()
+            _die(f"{name} {len(data) // 2} of {len(data)}")
+        _armed["temp"] = name
+        return _save(obj, f, *args, **kwargs)
+
+    def replace(src, dst, *args, **kwargs):
+        if _armed.get("temp") == os.path.abspath(src):
+            _die(f"{src} complete")
+        return _replace(src, dst, *args, **kwargs)
+
+    torch.save, os.replace = save, replace
+"""
 
 
-class LastWatcher:
-    """Loads ``last.pt`` every time it changes (a new inode or mtime), the way a user or a
-    resume could at any moment: each version must load with ``weights_only=True``, hold the
-    model and an epoch, and the epoch never goes back."""
-
-    def __init__(self, run: Path) -> None:
-        self.path = run / "last.pt"
-        self.seen: tuple[int, int] | None = None
-        self.epoch = 0
-        self.loads = 0
-        self.first_seen: dict[int, float] = {}  # epoch -> when last.pt first held it
-
-    def poll(self) -> None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return
-        if (st.st_ino, st.st_mtime_ns) == self.seen:
-            return
-        self.seen = (st.st_ino, st.st_mtime_ns)
-        state = torch.load(self.path, weights_only=True)  # a half-written file would fail here
-        assert isinstance(state, dict) and "model" in state, sorted(state)
-        assert isinstance(state["epoch"], int) and state["epoch"] >= self.epoch, state["epoch"]
-        self.epoch = state["epoch"]
-        self.first_seen.setdefault(self.epoch, time.monotonic())
-        self.loads += 1
-
-    def wait(self, until, alive, what: str, timeout: float = 180.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not until():
-            self.poll()
-            assert alive(), f"the training process ended before {what}"
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.005)
-        self.poll()
-
-    def epoch_seconds(self) -> float:
-        """The shortest time per epoch seen between two versions of last.pt."""
-        seen = sorted(self.first_seen.items())
-        pairs = zip(seen, seen[1:], strict=False)
-        return min((t2 - t1) / (e2 - e1) for (e1, t1), (e2, t2) in pairs)
+def run_until_killed(tmp_path: Path, argv: list[str], point: str, file: str,
+                     epoch: int) -> tuple[Path, int, int]:
+    """Run ``python -m logreg_torch`` with the hook; it must die by SIGKILL at the point.
+    Returns (the temp file it was writing, bytes written, bytes of the whole checkpoint)."""
+    hook = tmp_path / "hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    marker = tmp_path / f"killed-{point}-{file}-{epoch}"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(hook), *filter(None, [os.environ.get("PYTHONPATH")])]), KILL_POINT=point,
+        KILL_FILE=file, KILL_EPOCH=str(epoch), KILL_MARKER=str(marker))
+    proc = subprocess.run([sys.executable, "-m", "logreg_torch", *argv], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    temp, *rest = marker.read_text().split()
+    if point == "write":
+        return Path(temp), int(rest[0]), int(rest[2])
+    size = Path(temp).stat().st_size
+    return Path(temp), size, size
 
 
-def check_run_folder(run: Path, epoch_at_least: int) -> set[str]:
-    """What a kill leaves: a loadable last.pt (and best.pt, config.yaml); returns the stray
-    temp files, which are hidden and never read as a checkpoint."""
-    state = load_checkpoint(run / "last.pt")  # weights_only=True, and the zip CRCs checked
-    assert "model" in state and state["epoch"] >= epoch_at_least
-    if (run / "best.pt").exists():
-        load_checkpoint(run / "best.pt")
-    assert load_config(run / "config.yaml").train.epochs == KILL_EPOCHS
-    names = [p.name for p in run.iterdir()]
-    strays = [n for n in names if n.endswith(".tmp")]
-    assert all(n.startswith((".last.pt.", ".best.pt.", ".config.yaml.")) for n in strays), names
-    return set(strays)
-
-
-class Trainer:
-    """One training process to kill: a real ``python -m logreg_torch train``, or ``cli.main``
-    forked from a multiprocessing context."""
-
-    def __init__(self, argv: list[str], cwd: Path, ctx=None) -> None:
-        self.log = cwd / f"stderr-{time.monotonic_ns()}.txt"
-        if ctx is None:
-            with open(self.log, "w") as log:
-                self.proc = subprocess.Popen([sys.executable, "-m", "logreg_torch", *argv],
-                                             cwd=cwd, stdout=subprocess.DEVNULL, stderr=log)
-        else:
-            self.proc = ctx.Process(target=cli.main, args=(argv,))
-            self.proc.start()
-
-    def alive(self) -> bool:
-        if isinstance(self.proc, subprocess.Popen):
-            return self.proc.poll() is None
-        return self.proc.is_alive()
-
-    def kill(self) -> int | None:
-        """SIGKILL; the exit code (-9 when the signal did it)."""
-        if isinstance(self.proc, subprocess.Popen):
-            self.proc.send_signal(signal.SIGKILL)
-            return self.proc.wait(timeout=60)
-        self.proc.kill()
-        self.proc.join(timeout=60)
-        return self.proc.exitcode
-
-    def stderr(self) -> str:
-        return self.log.read_text() if self.log.exists() else ""
-
-
-def test_kill_9_during_training_never_loses_a_checkpoint(tmp_path) -> None:
-    """SIGKILL a training run at seeded random moments, four times, resuming after each."""
-    # The first process is a real `python -m logreg_torch train`. The resumed ones are forked
-    # from a server that imported logreg_torch once, and run the same cli.main(["train", ...]):
-    # a fresh interpreter spends seconds on imports before its first epoch.
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)
-    from multiprocessing import forkserver
-
-    forkserver.ensure_running()  # imports in the background while the first process does too
-
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_kill_9_inside_a_checkpoint_write_never_loses_a_checkpoint(tmp_path) -> None:
+    """SIGKILL a training run inside three checkpoint writes, resuming after each; a run that
+    was never killed is the reference."""
     run = tmp_path / "run"
-    watcher = LastWatcher(run)
-    rng = random.Random(20240607)
-    strays: set[str] = set()  # temp files of writes a kill cut short
-    moments: list[int] = []
+    first = ["train", str(DEFAULT), *KILL_RUN, f"log.run_dir={run}", "--quiet"]
     resume = ["train", str(run / "config.yaml"), f"train.resume={run / 'last.pt'}", "--quiet"]
-    for kill in range(KILLS):
-        before = watcher.epoch
-        if kill == 0:
-            trainer = Trainer(["train", str(DEFAULT), *KILL_RUN, f"log.run_dir={run}",
-                               "--quiet"], tmp_path)
-        else:  # the resume command the CLI prints on Ctrl-C
-            trainer = Trainer(resume, tmp_path, ctx)
-        try:
-            # A seeded random moment up to 1.5 epochs after this process wrote its first
-            # last.pt (the first process: its second, to time an epoch), whatever it is
-            # doing then: a minibatch step, validation, or writing a checkpoint.
-            versions = 2 if kill == 0 else 1
-            watcher.wait(lambda before=before, versions=versions: watcher.epoch > before and
-                         len(watcher.first_seen) >= versions, trainer.alive,
-                         f"kill {kill + 1}'s first last.pt")
-            deadline = watcher.first_seen[watcher.epoch] + rng.uniform(0.0, 1.5) * \
-                watcher.epoch_seconds()
-            watcher.wait(lambda deadline=deadline: time.monotonic() >= deadline,
-                         trainer.alive, f"kill {kill + 1}'s moment")
-        except AssertionError as e:
-            raise AssertionError(f"{e}; its stderr: {trainer.stderr()[-2000:]}") from None
-        finally:
-            code = trainer.kill()
-        assert code == -signal.SIGKILL, f"kill {kill + 1}: the run had ended ({code})"
-        watcher.poll()
-        moments.append(watcher.epoch)
-        strays |= check_run_folder(run, epoch_at_least=before + 1)
-
-    assert watcher.epoch < KILL_EPOCHS, moments
+    kills = [(first, "write", "last.pt", 2),  # half of last.pt of epoch 2 on disk
+             (resume, "rename", "last.pt", 4),  # last.pt of epoch 4 complete, not renamed
+             (resume, "write", "best.pt", 5)]  # half of best.pt of epoch 5
+    strays: set[Path] = set()
+    for argv, point, file, epoch in kills:
+        temp, written, whole = run_until_killed(tmp_path, argv, point, file, epoch)
+        # The kill landed where it was aimed: in the temp file beside `file`, with the bytes
+        # written so far.
+        assert temp.parent == run and temp.name.startswith(f".{file}.") and temp.exists()
+        assert temp.stat().st_size == written and (written < whole) == (point == "write")
+        if point == "rename":  # the complete temp file holds what the rename would have kept
+            assert load_checkpoint(temp)["epoch"] == epoch
+        strays.add(temp)
+        # What a kill leaves: loadable checkpoints of the epochs before, hidden temp files.
+        # The file being replaced is the complete one of an earlier epoch.
+        last = load_checkpoint(run / "last.pt")  # weights_only=True, zip CRCs checked
+        assert last["epoch"] == epoch - 1  # best.pt of an epoch is written before its last.pt
+        best = load_checkpoint(run / "best.pt")["epoch"]  # best.pt is written before last.pt
+        assert best < epoch if file == "best.pt" else best <= epoch
+        assert {p for p in run.iterdir() if p.name.endswith(".tmp")} == strays
     # Resuming from what the last kill left finishes the run, and nothing was lost: the same
     # history and bit for bit the same weights as a run that was never interrupted.
     assert cli.main(resume) == 0
@@ -215,9 +166,6 @@ def test_kill_9_during_training_never_loses_a_checkpoint(tmp_path) -> None:
     reference = fit(load_config(DEFAULT, [*KILL_RUN, f"log.run_dir={tmp_path / 'ref'}"]))
     assert state["history"] == reference.history
     assert same_weights(run / "last.pt", tmp_path / "ref" / "last.pt")
-    assert watcher.loads >= KILLS + 1
-    print(f"killed at epochs {moments} of {KILL_EPOCHS}; {watcher.loads} versions of last.pt "
-          f"loaded while training ran; {len(strays)} write(s) cut short")
 
 
 # ============================================================================ full disk

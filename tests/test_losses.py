@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import logreg_torch
-from logreg_torch import losses
+from logreg_torch import losses_fast
 from logreg_torch.losses import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -260,7 +260,7 @@ def test_fused_path_equals_generic_path(kind):
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_many_chunks_match_torch(kind, reduction, monkeypatch):
     """Force many chunks (and a row size that does not divide the chunk) with weights."""
-    monkeypatch.setattr(losses, "_CHUNK", 64)
+    monkeypatch.setattr(losses_fast, "_CHUNK", 64)
     gen = torch.Generator().manual_seed(7)
     shape = (101, 3, 7)
     x = torch.rand(shape, generator=gen) if kind == "probs" else torch.randn(shape, generator=gen)
@@ -281,13 +281,13 @@ def test_many_chunks_match_torch(kind, reduction, monkeypatch):
 
 def _count_calls(monkeypatch, name):
     calls = []
-    original = getattr(losses, name)
+    original = getattr(losses_fast, name)
 
     def spy(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(losses, name, spy)
+    monkeypatch.setattr(losses_fast, name, spy)
     return calls
 
 
@@ -297,7 +297,7 @@ def _count_calls(monkeypatch, name):
 def test_hard_labels_path_matches_torch(dtype, reduction, weighted, monkeypatch):
     """0/1 targets take their own CPU kernel (one log-sigmoid of +-x); across chunks, with
     weights and logits far in both tails it must give torch's values and gradients."""
-    monkeypatch.setattr(losses, "_CHUNK", 64)
+    monkeypatch.setattr(losses_fast, "_CHUNK", 64)
     calls = _count_calls(monkeypatch, "_hard_label_chunk")
     gen = torch.Generator().manual_seed(11)
     x = torch.randn(300, 3, generator=gen, dtype=dtype) * 5
@@ -343,7 +343,7 @@ def test_threads_do_not_share_scratch_tensors(monkeypatch):
     each other's."""
     from concurrent.futures import ThreadPoolExecutor
 
-    monkeypatch.setattr(losses, "_CHUNK", 256)
+    monkeypatch.setattr(losses_fast, "_CHUNK", 256)
     gen = torch.Generator().manual_seed(12)
     hard = [torch.randint(0, 2, (5000,), generator=gen).float() for _ in range(2)]
     targets = hard + [torch.rand(5000, generator=gen)]  # two hard-label cases and a soft one
@@ -440,7 +440,7 @@ def test_probabilities_out_of_range_name_the_tensor(bad):
 
 
 def test_out_of_range_found_in_a_later_chunk(monkeypatch):
-    monkeypatch.setattr(losses, "_CHUNK", 8)
+    monkeypatch.setattr(losses_fast, "_CHUNK", 8)
     y = torch.rand(100)
     y[95] = 2.0
     with pytest.raises(RuntimeError, match=r"found values in \[.*, 2\]"):
@@ -452,6 +452,26 @@ def test_check_range_false_skips_checks_and_matches_torch():
     ours = binary_cross_entropy_with_logits(x, y, check_range=False)
     torch.testing.assert_close(ours, F.binary_cross_entropy_with_logits(x, y))
     binary_cross_entropy(torch.rand(8), y.clamp(0, 1), check_range=False)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_check_range_false_probs_returns_the_formula_for_out_of_range_values(reduction):
+    """No check, no error: the formula's value, NaN where it takes the log of a negative
+    number, and a target outside [0, 1] weighs the log terms as written."""
+    p = torch.tensor([0.2, 1.5, -0.5, 0.7], dtype=torch.float64)
+    y = torch.tensor([1.0, 0.0, 1.0, 2.0], dtype=torch.float64)
+    with pytest.raises(RuntimeError):
+        binary_cross_entropy(p, y, reduction=reduction)
+    out = binary_cross_entropy(p, y, reduction="none", check_range=False)
+    nan = float("nan")
+    expected = [-math.log(0.2), nan, nan, math.log(0.3) - 2 * math.log(0.7)]
+    torch.testing.assert_close(out, torch.tensor(expected, dtype=torch.float64), equal_nan=True)
+    reduced = binary_cross_entropy(p, y, reduction=reduction, check_range=False)
+    assert reduced.shape == (out.shape if reduction == "none" else ())
+    finite = binary_cross_entropy(p[[0, 3]], y[[0, 3]], reduction=reduction, check_range=False)
+    want = torch.tensor([expected[0], expected[3]], dtype=torch.float64)
+    want = {"none": want, "mean": want.mean(), "sum": want.sum()}[reduction]
+    torch.testing.assert_close(finite, want)
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.uint8])
@@ -504,7 +524,7 @@ def test_label_smoothing_out_of_range(eps):
 
 def test_modules_match_torch_modules_and_hold_buffers():
     w, pw = torch.rand(3), torch.rand(3) + 0.5
-    ours = BCEWithLogitsLoss(w, pw)
+    ours = BCEWithLogitsLoss(w, pos_weight=pw)
     theirs = torch.nn.BCEWithLogitsLoss(weight=w, pos_weight=pw)
     assert list(ours.state_dict()) == list(theirs.state_dict()) == ["weight", "pos_weight"]
     x, y = torch.randn(4, 3), torch.rand(4, 3)
@@ -650,3 +670,19 @@ def test_cuda_autocast_probs_works_where_torch_refuses():
     torch.testing.assert_close(ours, F.binary_cross_entropy(probs.float(), y))
     ours.backward()
     assert torch.isfinite(lin.weight.grad).all()
+
+
+# ----------------------------------------------------------------------------- README
+
+
+def test_readme_loss_example_runs():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## The loss", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "README.md (The loss)", "exec"), namespace)
+    assert namespace["binary_cross_entropy"](namespace["p"], namespace["y"]).item() == \
+        pytest.approx(0.1892, abs=1e-4)
+    assert namespace["logits"].grad is not None

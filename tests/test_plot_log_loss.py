@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
@@ -103,3 +104,47 @@ def test_main_writes_pngs_and_tensorboard_run(plot, tmp_path, capsys):
 
     acc = ea.EventAccumulator(str(logdir), size_guidance={ea.IMAGES: 0}).Reload()
     assert set(acc.Tags()["images"]) == {"story/log_loss_curves", "story/mse_vs_log_loss"}
+
+
+def test_loss_curves_figure_draws_the_curves(plot):
+    curves = plot.loss_curves()
+    (ax,) = plot.plot_loss_curves(curves).axes
+    assert ax.get_title() == "Log loss: low when right, unbounded when confidently wrong"
+    assert ax.get_xlabel() == 'predicted probability of "jacket", p'
+    assert ax.get_ylabel() == "log loss of one customer"
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    for label, key in (("bought a jacket (class 1): -ln p", "class1"),
+                       ("bought a cardigan (class 0): -ln(1 - p)", "class0")):
+        assert list(lines[label].get_xdata()) == curves["probs"].tolist(), label
+        assert list(lines[label].get_ydata()) == curves[key].tolist(), label
+    # The two customers of the story, at their loss.
+    points = [(float(line.get_xdata()[0]), float(line.get_ydata()[0]))
+              for line in ax.get_lines() if line.get_marker() == "o"]
+    assert points == [pytest.approx((0.94, -math.log(0.94))), pytest.approx((0.1, -math.log(0.9)))]
+    assert ax.get_xlim() == (0, 1) and ax.get_ylim() == (0, 5)
+
+
+def test_mse_vs_log_loss_figure_draws_both_costs(plot):
+    costs = plot.cost_vs_weight()
+    check = plot.convexity_check(costs)
+    fig = plot.plot_mse_vs_log_loss(costs, check)
+    mse_ax, log_ax = fig.axes
+    assert mse_ax.get_title() == "MSE of sigmoid outputs: not convex"
+    assert log_ax.get_title() == "Log loss: convex"
+    for ax, key in ((mse_ax, "mse"), (log_ax, "log_loss")):
+        assert ax.get_xlabel() == "weight w of the model p = sigmoid(w x)"
+        assert ax.get_ylabel() == "cost over the data set"
+        curve, minimum = ax.get_lines()
+        assert list(curve.get_xdata()) == costs["weights"].tolist()
+        assert list(curve.get_ydata()) == costs[key].tolist()
+        i = int(costs[key].argmin())
+        assert minimum.get_xdata()[0] == costs["weights"][i].item()
+        assert minimum.get_ydata()[0] == costs[key][i].item()
+    # Shaded where a curve bends down: on MSE, where the second differences are negative;
+    # on log loss nowhere.
+    (shade,) = mse_ax.collections
+    assert not log_ax.collections
+    concave = plot.second_differences(costs["mse"]) < -plot.CONVEX_TOL
+    assert int(concave.sum()) == check["mse"]["negative_count"] > 0
+    assert shade.get_label() == "bends down (2nd difference < 0)"
+    assert f"MSE {check['mse']['min_second_difference']:.2e}" in fig._suptitle.get_text()

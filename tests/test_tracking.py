@@ -20,6 +20,10 @@ from logreg_torch.tracking import (
     reliability_figure,
 )
 
+needs_matplotlib = pytest.mark.skipif(not figures_available(),
+                                      reason="matplotlib not installed (the plots extra)")
+
+
 LOAD_ALL = {ea.SCALARS: 0, ea.HISTOGRAMS: 0, ea.TENSORS: 0, ea.IMAGES: 0}
 
 
@@ -155,7 +159,7 @@ def test_exactly_one_run_folder(run) -> None:
     assert not [p for p in run_dir.iterdir() if p.is_dir()]
 
 
-@pytest.mark.skipif(not figures_available(), reason="matplotlib not installed")
+@needs_matplotlib
 def test_figures(tmp_path: Path, data) -> None:
     probs, targets = data
     with TensorBoardLogger(tmp_path) as logger:
@@ -168,11 +172,78 @@ def test_figures(tmp_path: Path, data) -> None:
     assert image.encoded_image_string.startswith(b"\x89PNG")
 
 
-@pytest.mark.skipif(not figures_available(), reason="matplotlib not installed")
+def _reliability_content(fig) -> dict:
+    """What the reliability figure draws: axis texts, the bars and the curve through the bins."""
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    bars = ax.patches
+    return {"title": ax.get_title(), "x": ax.get_xlabel(), "y": ax.get_ylabel(),
+            "diagonal": (list(lines["perfectly calibrated"].get_xdata()),
+                         list(lines["perfectly calibrated"].get_ydata())),
+            "mean_prob": np.asarray(lines["bin mean probability"].get_xdata(), float),
+            "frac_pos": np.asarray(lines["bin mean probability"].get_ydata(), float),
+            "bar_left": np.array([b.get_x() for b in bars]),
+            "bar_width": np.array([b.get_width() for b in bars]),
+            "bar_height": np.array([b.get_height() for b in bars])}
+
+
+@needs_matplotlib
+def test_reliability_figure_draws_the_reliability_curve() -> None:
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(3)
+    probs = rng.beta(2, 2, 600)  # continuous: no probability on a bin edge
+    targets = (rng.random(600) < probs ** 1.3).astype(np.int64)  # a miscalibrated model
+    fig = reliability_figure(torch.tensor(probs), torch.tensor(targets))
+    got = _reliability_content(fig)
+    probs = probs.astype(np.float32).astype(np.float64)  # figures take tensors as float32
+    assert got["title"] == "Reliability (15 bins, n = 600)"
+    assert (got["x"], got["y"]) == ("predicted probability", "fraction of positives")
+    assert got["diagonal"] == ([0, 1], [0, 1])
+    # scikit-learn's reliability curve over the same 15 uniform bins (empty bins left out).
+    frac_pos, mean_prob = calibration_curve(targets, probs, n_bins=15, strategy="uniform")
+    np.testing.assert_allclose(got["mean_prob"], mean_prob, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got["frac_pos"], frac_pos, rtol=0, atol=1e-12)
+    # One bar per filled bin, from the bin's left edge, 1/15 wide, as high as its fraction.
+    filled = np.unique(np.minimum((probs * 15).astype(int), 14))
+    np.testing.assert_allclose(got["bar_left"], filled / 15, atol=1e-12)
+    np.testing.assert_allclose(got["bar_width"], 1 / 15, atol=1e-12)
+    np.testing.assert_allclose(got["bar_height"], frac_pos, atol=1e-12)
+    # Negative control: the same check against 10 bins fails.
+    frac10, mean10 = calibration_curve(targets, probs, n_bins=10, strategy="uniform")
+    assert len(mean10) != len(got["mean_prob"]) or not np.allclose(got["mean_prob"], mean10)
+
+
+@needs_matplotlib
 def test_reliability_figure_edge_probabilities() -> None:
-    # 0.0, 1.0 and an empty bin must not break the binning.
+    # 0.0 and 1.0 land in the first and last bins (right-closed, as the ece metric bins),
+    # 0.5 in bin 7; the other bins are empty and drawn as nothing.
     fig = reliability_figure(torch.tensor([0.0, 1.0, 1.0, 0.5]), torch.tensor([0, 1, 1, 0]))
-    assert fig.axes
+    got = _reliability_content(fig)
+    np.testing.assert_allclose(got["bar_left"], [0, 7 / 15, 14 / 15], atol=1e-12)
+    np.testing.assert_allclose(got["mean_prob"], [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(got["frac_pos"], [0.0, 0.0, 1.0])
+
+
+@needs_matplotlib
+def test_probability_histogram_figure_counts_each_class() -> None:
+    rng = np.random.default_rng(4)
+    probs, targets = rng.random(300), rng.integers(0, 2, 300)
+    (ax,) = probability_histogram_figure(probs, targets).axes
+    assert ax.get_title() == "Predicted probabilities by true class"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted probability P(y = 1)", "count")
+    edges = np.linspace(0, 1, 21)
+    bars = ax.patches
+    assert len(bars) == 40  # 20 bins for each class
+    for cls, drawn in ((0, bars[:20]), (1, bars[20:])):
+        counts, _ = np.histogram(probs[targets == cls], bins=edges)
+        assert [b.get_height() for b in drawn] == counts.tolist(), cls
+        np.testing.assert_allclose([b.get_x() for b in drawn], edges[:-1], atol=1e-12)
+    assert sum(b.get_height() for b in bars) == 300
+    (threshold,) = [line for line in ax.get_lines() if line.get_label() == "threshold 0.5"]
+    assert list(threshold.get_xdata()) == [0.5, 0.5]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "true class 0", "true class 1", "threshold 0.5"]
 
 
 def test_disabled_logger_writes_nothing(tmp_path: Path, data) -> None:

@@ -83,12 +83,6 @@ def test_run_folder_holds_every_summary(result: FitResult) -> None:
     (ending,) = acc.Tensors(text_tags[1])
     assert ending.tensor_proto.string_val[0].startswith(b"finished 3 epochs")
 
-    if figures_available():
-        assert set(acc.Tags()[ea.IMAGES]) == {"val/reliability", "val/probability_histogram"}
-        for tag in acc.Tags()[ea.IMAGES]:
-            (image,) = acc.Images(tag)
-            assert image.step == EPOCHS and image.encoded_image_string.startswith(b"\x89PNG")
-
     # Custom scalars: train and val loss on one chart.
     (layout_event,) = acc.Tensors("custom_scalars__config__")
     layout = layout_pb2.Layout.FromString(layout_event.tensor_proto.string_val[0])
@@ -118,6 +112,19 @@ def test_run_folder_holds_every_summary(result: FitResult) -> None:
     # One run: a single events file, in the run folder itself (no timestamped sub-run).
     events_files = list(run_dir.parent.rglob("events.out.tfevents.*"))
     assert [p.parent for p in events_files] == [run_dir]
+
+
+@pytest.mark.skipif(not figures_available(),
+                    reason="matplotlib not installed (the plots extra; CI installs it)")
+def test_run_folder_holds_the_figures(result: FitResult) -> None:
+    # A reliability diagram and the probability histograms of the final model, at the last
+    # epoch, as PNG images TensorBoard can show (their content: tests/test_tracking.py).
+    acc = _read(result.run_dir)
+    assert set(acc.Tags()[ea.IMAGES]) == {"val/reliability", "val/probability_histogram"}
+    for tag in acc.Tags()[ea.IMAGES]:
+        (image,) = acc.Images(tag)
+        assert image.step == EPOCHS and image.encoded_image_string.startswith(b"\x89PNG")
+        assert image.width >= 300 and image.height >= 300, (tag, image.width, image.height)
 
 
 def test_histogram_every(tmp_path: Path) -> None:

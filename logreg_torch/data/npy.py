@@ -10,7 +10,8 @@ from logreg_torch.data.labels import _encode_labels
 from logreg_torch.data.table import DataError, Table
 
 
-def _load_npy(path: str | Path, positive_label: str | None, chunk_size: int) -> Table:
+def _load_npy(path: str | Path, positive_label: str | None, chunk_size: int,
+              check_finite: bool = True) -> Table:
     p = Path(path)
     try:
         if p.is_dir():
@@ -44,7 +45,7 @@ def _load_npy(path: str | Path, positive_label: str | None, chunk_size: int) -> 
         raise DataError(f"X has {len(X)} rows but y has shape {y.shape}; need ({len(X)},)", path)
     if len(X) == 0 or X.shape[1] == 0:
         raise DataError(f"empty data set: X has shape {X.shape}", path)
-    if X.dtype.kind == "f":  # in chunks, so a memory map is never read whole at once
+    if check_finite and X.dtype.kind == "f":  # in chunks: a memory map is never read whole
         for start in range(0, len(X), chunk_size):
             bad = np.argwhere(~np.isfinite(X[start:start + chunk_size]))
             if len(bad):

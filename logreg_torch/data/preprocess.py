@@ -6,8 +6,9 @@ import numpy as np
 import torch
 
 from logreg_torch.config import DataConfig
+from logreg_torch.data.onepass import read_splits, standardize_
 from logreg_torch.data.sources import load_table
-from logreg_torch.data.splits import split
+from logreg_torch.data.splits import check_two_classes, split_indices
 from logreg_torch.data.table import Prepared
 
 
@@ -38,20 +39,30 @@ def apply_standardizer(X: np.ndarray, stats: dict) -> np.ndarray:
     return (np.asarray(X, np.float64) - mean) / std
 
 
-def prepare(cfg: DataConfig, seed: int, dtype: torch.dtype = torch.float32) -> Prepared:
-    """load_table + split + standardize (fitted on train only) + CPU tensors of dtype."""
-    table = load_table(cfg, seed)
-    splits = split(table, cfg.val_fraction, cfg.test_fraction, seed)
+def prepare(cfg: DataConfig, seed: int, dtype: torch.dtype = torch.float32,
+            column_major: bool = False) -> Prepared:
+    """load_table + split + standardize (fitted on train only) + CPU tensors of dtype.
+
+    The features are read once, straight into the split tensors, and standardized in place
+    (``data/onepass.py``); ``column_major`` stores the training features column-major, the
+    layout of the fused full-batch path.
+    """
+    table = load_table(cfg, seed, check_finite=False)  # read_splits checks every row
+    rows = split_indices(len(table.y), cfg.val_fraction, cfg.test_fraction, seed)
+    check_two_classes(table.y[rows[0]], table.source)
+    target = torch.empty(0, dtype=dtype).numpy().dtype
+    # Standardize values as read: a float64 CSV or synthetic table into a float32 run is
+    # standardized in float64 and rounded once, as before (a copy, of a table held anyway).
+    work = dtype if np.can_cast(table.X.dtype, target, "safe") else torch.float64
+    Xs, moments = read_splits(table.X, list(rows), work, [column_major, False, False], cfg.path)
     d = len(table.feature_names)
     # Without standardization store the identity, so applying it is always safe.
-    stats = (fit_standardizer(splits.train[0], cfg.chunk_size) if cfg.standardize
-             else {"mean": [0.0] * d, "std": [1.0] * d})
-
-    def tensors(pair: tuple[np.ndarray, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        X, y = pair
-        X = apply_standardizer(X, stats) if cfg.standardize else np.asarray(X)
-        return torch.tensor(X, dtype=dtype), torch.tensor(y, dtype=dtype)
-
-    return Prepared(tensors(splits.train), tensors(splits.val), tensors(splits.test),
-                    table.feature_names, table.label_map,
+    stats = moments.stats() if cfg.standardize else {"mean": [0.0] * d, "std": [1.0] * d}
+    if cfg.standardize:
+        for X in Xs:
+            standardize_(X, stats)
+    Xs = [X.to(dtype) for X in Xs]  # strides kept: column-major stays column-major
+    train, val, test = ((X, torch.tensor(table.y[r], dtype=dtype))
+                        for X, r in zip(Xs, rows, strict=True))
+    return Prepared(train, val, test, table.feature_names, table.label_map,
                     {"standardize": bool(cfg.standardize), **stats}, table.source)

@@ -18,8 +18,11 @@ BUNDLED = {"jackets": ("jackets.csv", "purchase"),
 SOURCES = ("csv", "npy", "synthetic", *BUNDLED)
 
 
-def load_table(cfg: DataConfig, seed: int) -> Table:
+def load_table(cfg: DataConfig, seed: int, check_finite: bool = True) -> Table:
     """Load cfg.source (csv | npy | synthetic | jackets | breast_cancer) into a Table.
+
+    ``check_finite=False`` leaves an npy source's NaN/inf check to the caller (``prepare``
+    checks while it reads the rows, so that the file is read once).
 
     Labels may be any two distinct values; data.positive_label picks the one mapped to 1,
     otherwise default_positive_label decides (1/true, else the label that sorts last).
@@ -43,7 +46,7 @@ def load_table(cfg: DataConfig, seed: int) -> Table:
                             cfg.path)
         return _load_csv(cfg.path, cfg.target, cfg.features, cfg.positive_label, f"csv {cfg.path}")
     if cfg.source == "npy":
-        return _load_npy(cfg.path, cfg.positive_label, cfg.chunk_size)
+        return _load_npy(cfg.path, cfg.positive_label, cfg.chunk_size, check_finite)
     if cfg.source == "synthetic":
         X, y = make_classification(cfg.n_samples, cfg.n_features, cfg.n_informative,
                                    cfg.class_sep, cfg.weights, seed)

@@ -32,12 +32,16 @@ def split_indices(n: int, val_fraction: float, test_fraction: float,
             np.sort(order[n_val:n_val + n_test]))
 
 
+def check_two_classes(y_train: np.ndarray, source: str) -> None:
+    if np.unique(y_train).size < 2:
+        raise DataError(f"the training split of {source} holds a single class; more rows "
+                        "of the other class are needed")
+
+
 def split(table: Table, val_fraction: float, test_fraction: float, seed: int) -> Splits:
     """Seeded random train/val/test split (not stratified); the train split needs both classes."""
     train, val, test = split_indices(len(table.y), val_fraction, test_fraction, seed)
-    if np.unique(table.y[train]).size < 2:
-        raise DataError(f"the training split of {table.source} holds a single class; more rows "
-                        "of the other class are needed")
+    check_two_classes(table.y[train], table.source)
 
     def take(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(table.X[idx]), table.y[idx]

@@ -1,0 +1,65 @@
+"""Keep ``torch._dynamo`` (about 1 s of imports: dynamo, sympy, fx) out of runs that never compile.
+
+Several methods of ``torch.optim.Optimizer`` (``add_param_group``, called by every optimizer's
+constructor, ``zero_grad``, ``state_dict``, ``load_state_dict``) are wrapped by torch's internal
+``torch._disable_dynamo``, which imports ``torch._dynamo`` on the first call so that the method is
+never traced by ``torch.compile``. When ``torch._dynamo`` has not been imported, nothing in this
+process is being traced, and the wrapper's job is a no-op: calling the method directly is exact.
+
+``defer_dynamo_import()`` hands each such wrapper a function that does just that while
+``torch._dynamo`` is absent, and from the moment anything imports it (``torch.compile``, Adam's
+and SGD's ``step``) defers to ``torch._dynamo.disable`` exactly as torch would. The wrapper's
+hook (the ``__dynamo_disable`` attribute it caches on the wrapped function) is torch's own, read
+by ``torch._compile._disable_dynamo``; if a torch version lays it out differently, nothing here
+matches and torch's behaviour is unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+_HOOK = "__dynamo_disable"  # the attribute torch._compile._disable_dynamo caches on fn
+_done = False
+
+
+def _lazy_disable(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if "torch._dynamo" not in sys.modules:  # nothing is compiling: the disable is a no-op
+            return fn(*args, **kwargs)
+        import torch._dynamo
+
+        disabled = torch._dynamo.disable(fn, recursive=True, wrapping=False)
+        setattr(fn, _HOOK, disabled)  # from now on, exactly torch's own wrapper
+        return disabled(*args, **kwargs)
+
+    return call
+
+
+def _torch_disabled_methods(cls: type) -> list[Callable[..., Any]]:
+    """The functions that ``torch._disable_dynamo`` wrapped in ``cls`` and its bases."""
+    probe_code = torch._disable_dynamo(lambda: None).__code__
+    found = []
+    for klass in cls.__mro__:
+        for attr in vars(klass).values():
+            inner = getattr(attr, "__wrapped__", None)
+            if getattr(attr, "__code__", None) is probe_code and callable(inner):
+                found.append(inner)
+    return found
+
+
+def defer_dynamo_import() -> None:
+    """Let the optimizers' dynamo-disabled methods skip importing ``torch._dynamo`` while
+    nothing compiles (see the module docstring). Idempotent; cheap after the first call."""
+    global _done
+    if _done:
+        return
+    for fn in _torch_disabled_methods(torch.optim.Optimizer):
+        if getattr(fn, _HOOK, None) is None:  # not yet called: torch has cached nothing
+            setattr(fn, _HOOK, _lazy_disable(fn))
+    _done = True

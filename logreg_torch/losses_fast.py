@@ -1,0 +1,328 @@
+"""The eager CPU fast path of the losses: mean/sum in cache-sized chunks, the gradient written
+in the same pass as the loss.
+
+``logreg_torch.losses`` takes this path only for real CPU tensors in plain eager mode (no
+``torch.compile``, ``torch.func`` transform, forward AD, fake/meta tensor or dispatch mode),
+with a mean or sum reduction and only the input needing a gradient; everything else runs the
+reference formulas there. A test checks that both give the same values and gradients.
+
+Measured (2-core CPU, float32, fwd+bwd, logits): against the reference path this is 0.45x at
+N=1e6 and 0.5x at N=1e7, from fewer passes over memory and reused scratch memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+
+import torch
+import torch.autograd.forward_ad as _fw_ad
+from torch import Tensor, nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode as _dispatch_mode
+
+# torch clamps each log term here, so p = 0 or 1 gives a finite loss
+LOG_MIN = -100.0
+# torch's floor on p(1-p) in the gradient, so it stays finite at p = 0 or 1. torch stores it as
+# a float32 constant, 9.99999996e-13, which is what float64 parity needs.
+EPS = 9.999999960041972e-13
+# Mean/sum are computed over chunks of this many elements: each chunk's temporaries stay in
+# cache and reuse freed heap memory, instead of a dozen full-size tensors, each paying page
+# faults for fresh memory (the dominant cost of eager elementwise code at 1e7 elements).
+_CHUNK = 1 << 19
+# log_sigmoid_forward(v) returns log(sigmoid(v)) and, on CPU, exp(-|v|) as a by-product;
+# log_sigmoid_backward turns that by-product into a sigmoid with one division. Together they
+# give the logits loss and its gradient from one exp and one log1p per element (see bcel_chunk).
+_LOG_SIGMOID = torch.ops.aten.log_sigmoid_forward.output
+_LOG_SIGMOID_GRAD = torch.ops.aten.log_sigmoid_backward.grad_input
+# Chunk-sized scratch tensors reused across calls, one set per thread: fresh memory for each
+# call costs page faults comparable to the arithmetic itself. Only this eager path fills it,
+# only with real CPU tensors it makes itself (the caller checks that no trace, fake tensor
+# mode or transform is active), so a trace can never leave a fake tensor here.
+_SCRATCH = threading.local()
+_PLAIN_TYPES = (Tensor, nn.Parameter)
+
+
+def check_range_host(t: Tensor, name: str, fn: str) -> None:
+    """[0, 1] check of a real CPU tensor, naming the range found."""
+    if t.numel() == 0:
+        return
+    lo, hi = (v.item() for v in torch.aminmax(t.detach()))  # a NaN propagates into both
+    if lo != lo or hi != hi:
+        raise RuntimeError(f"{fn}: {name} contains NaN; all elements must be in [0, 1]")
+    if lo < 0 or hi > 1:
+        raise RuntimeError(
+            f"{fn}: all elements of {name} must be in [0, 1], found values in [{lo:g}, {hi:g}]"
+        )
+
+
+# The loss formulas of logreg_torch.losses for one chunk. They run without autograd, so they
+# work in place on their own temporaries: fewer allocations and passes over memory. Each
+# returns the chunk's weighted loss sum and, when ``grad`` is given, writes d(loss)/dx times
+# ``scale`` into it. ``scratch`` is None or three tensors shaped like x that the kernel may
+# overwrite; ``in_range`` says the targets are known to lie in [0, 1].
+
+
+def _weighted_sum(loss: Tensor, grad: Tensor | None, weight: Tensor | None) -> Tensor:
+    if weight is not None:
+        loss = loss.mul_(weight)
+        if grad is not None:
+            grad.mul_(weight)
+    return loss.sum()
+
+
+def pos_weight_terms(pos_weight: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """pw*y and pw*y + 1 - y: the weights of the log terms when pos_weight is given."""
+    pwy = pos_weight * y
+    return pwy, torch.add(pwy, 1).sub_(y)
+
+
+def bce_chunk(p: Tensor, y: Tensor, _: None, weight: Tensor | None, grad: Tensor | None,
+              scale: float, scratch: list[Tensor] | None, in_range: bool) -> Tensor:
+    # Same arithmetic, same order, as losses._bce_loss and losses._bce_grad_input.
+    log_1mp = torch.neg(p).log1p_().clamp_min_(LOG_MIN)
+    log_p = torch.log(p).clamp_min_(LOG_MIN)
+    loss = torch.sub(y, 1).mul_(log_1mp).sub_(log_p.mul_(y))
+    if grad is not None:
+        torch.sub(p, y, out=grad).div_(torch.sub(1, p).mul_(p).clamp_min_(EPS))
+        if scale != 1:
+            grad.mul_(scale)
+    return _weighted_sum(loss, grad, weight)
+
+
+def bcel_chunk(x: Tensor, y: Tensor, pos_weight: Tensor | None, weight: Tensor | None,
+               grad: Tensor | None, scale: float, scratch: list[Tensor] | None,
+               in_range: bool) -> Tensor:
+    if scratch is None:  # CUDA (logreg_torch.fast): plain ops, one kernel each
+        return _bcel_chunk_plain(x, y, pos_weight, weight, grad, scale)
+    # CPU. Both paths get the log terms and the sigmoid from one log_sigmoid_forward (an exp
+    # and a log1p per element, accurate in both tails) and its by-product e = exp(-|.|):
+    # log_sigmoid_backward turns e into a sigmoid with a division instead of a second exp.
+    a, b, e = scratch
+    if pos_weight is None and in_range and y.is_contiguous():
+        m = torch.sub(1, y, out=a)
+        # With y in [0, 1] every y(1-y) >= 0, so the sum is 0 exactly when all labels are 0/1.
+        if torch.dot(y.view(-1), m.view(-1)).item() == 0:
+            return _hard_label_chunk(x, m, weight, grad, scale, b, e)
+    # Soft labels or pos_weight. With t = log1p(e), e = exp(-|x|):
+    # log_sigmoid_forward(|x|) = -t, and sigmoid(x) is log_sigmoid's derivative at -x.
+    neg_t = b
+    _LOG_SIGMOID(torch.abs(x, out=a), output=neg_t, buffer=e)
+    if grad is not None:
+        _LOG_SIGMOID_GRAD(x.new_full((), scale), torch.neg(x, out=a), e, grad_input=grad)
+    loss = torch.clamp_min(x, 0, out=a)  # relu(x) - y*x + t, as in losses._bcel_loss
+    if pos_weight is None:
+        if grad is not None:
+            grad.sub_(y, alpha=scale)
+        loss.addcmul_(y, x, value=-1).sub_(neg_t)
+    else:
+        pwy, lw = pos_weight_terms(pos_weight, y)
+        if grad is not None:
+            grad.mul_(lw).sub_(pwy, alpha=scale)
+        loss.mul_(torch.sub(1, y)).addcmul_(pwy, torch.neg(x).clamp_min_(0))
+        loss.addcmul_(lw, neg_t, value=-1)
+    return _weighted_sum(loss, grad, weight)
+
+
+def _hard_label_chunk(x: Tensor, m: Tensor, weight: Tensor | None, grad: Tensor | None,
+                      scale: float, b: Tensor, e: Tensor) -> Tensor:
+    """Labels that are all 0 or 1, given as m = 1 - y.
+
+    With u = (1 - 2m) x, that is x for y = 1 and -x for y = 0, the loss is -logsigmoid(u)
+    (for y = 1 torch's own expression; for y = 0 softplus(x); accurate in both tails) and its
+    derivative w.r.t. x is -(1 - 2m) sigmoid(-u) = sigmoid(x) - y. Multiplying by 1 - 2m is
+    exact here, so it is done with addcmul instead of materialising 1 - 2m. With the two
+    checks, 8 passes over the chunk instead of the general kernel's 10; one exp and one log1p
+    per element either way.
+    """
+    u = torch.addcmul(x, x, m, value=-2, out=b if grad is None else grad)
+    log_sig = b if grad is not None else m  # m is not needed again without a gradient
+    _LOG_SIGMOID(u, output=log_sig, buffer=e)
+    if grad is not None:
+        # -scale * sigmoid(-u), in place over u, then times (1 - 2m)
+        _LOG_SIGMOID_GRAD(x.new_full((), -scale), u, e, grad_input=grad)
+        grad.addcmul_(grad, m, value=-2)
+    return _weighted_sum(log_sig, grad, weight).neg()
+
+
+def _bcel_chunk_plain(x: Tensor, y: Tensor, pos_weight: Tensor | None, weight: Tensor | None,
+                      grad: Tensor | None, scale: float) -> Tensor:
+    # Same arithmetic, same order, as losses._bcel_loss and losses._bcel_grad_input.
+    t = torch.abs(x).neg_().exp_().log1p_()
+    if pos_weight is None:
+        if grad is not None:
+            torch.sigmoid(x, out=grad).sub_(y)
+        loss = torch.clamp_min(x, 0).addcmul_(y, x, value=-1).add_(t)
+    else:
+        pwy, lw = pos_weight_terms(pos_weight, y)
+        if grad is not None:
+            torch.sigmoid(x, out=grad).mul_(lw).sub_(pwy)
+        loss = torch.sub(1, y).mul_(x.clamp_min(0)).addcmul_(pwy, torch.neg(x).clamp_min_(0))
+        loss.addcmul_(lw, t)
+    if grad is not None and scale != 1:
+        grad.mul_(scale)
+    return _weighted_sum(loss, grad, weight)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    # Half types are computed in float32 (as torch's own kernels do internally).
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def scratch_tensors(numel: int, dtype: torch.dtype) -> list[Tensor]:
+    """Three 1-d CPU tensors of ``numel`` elements, views of storage reused by later calls on
+    this thread (up to ``_CHUNK`` elements; a larger request gets its own)."""
+    cache = _SCRATCH.__dict__.setdefault("by_dtype", {})
+    bufs = cache.get(dtype)
+    if bufs is None or bufs[0].numel() < numel:
+        # device given explicitly: a `with torch.device(...)` block must not redirect it
+        bufs = [torch.empty(numel, dtype=dtype, device="cpu") for _ in range(3)]
+        if numel <= _CHUNK and not tracing_or_transformed():
+            cache[dtype] = bufs
+    return [b[:numel] for b in bufs]
+
+
+def tracing_or_transformed() -> bool:
+    """True under torch.compile/export, a torch.func transform, forward AD or any dispatch or
+    torch-function mode (fake tensors, meta device contexts, profilers of ops)."""
+    return (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+            or _fw_ad._current_level >= 0 or _dispatch_mode() is not None
+            or torch._C._is_torch_function_mode_enabled())
+
+
+def unwrap_functorch(t: Tensor) -> Tensor:
+    """The real tensor under torch.func's wrappers (itself when there are none)."""
+    while torch._C._functorch.is_functorch_wrapped_tensor(t):
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
+
+
+def plain_cpu(*tensors: Tensor | None) -> bool:
+    """All given tensors are ordinary CPU tensors (no subclass such as FakeTensor) and nothing
+    traces or transforms them: values can be read and scratch memory reused."""
+    for t in tensors:
+        if t is not None and (type(t) not in _PLAIN_TYPES or t.device.type != "cpu"):
+            return False
+    return not tracing_or_transformed()
+
+
+def chunked_sum(kernel, x: Tensor, y: Tensor, extra: Tensor | None, weight: Tensor | None,
+                grad_scale: float | None, checks: tuple) -> tuple[Tensor, Tensor | None]:
+    """Sum of the weighted elementwise loss and, unless ``grad_scale`` is None, its gradient
+    w.r.t. x times ``grad_scale``; plain CPU tensors only (see ``plain_cpu``).
+
+    Works on slices along dim 0 so that each step touches about ``_CHUNK`` elements; weight and
+    pos_weight are expanded views (no copies) sliced the same way. Range checks run per slice
+    too, while it is in cache. ``checks`` is (function name, check the input's range, check
+    the target's range, targets known to be in [0, 1]).
+    """
+    cdtype = _compute_dtype(x.dtype)
+    n = x.numel()
+    if 0 < n <= _CHUNK and x.dtype == cdtype:
+        return _one_chunk(kernel, x, y, extra, weight, grad_scale, checks)
+    x1 = x.unsqueeze(0) if x.dim() == 0 else x
+    grad = None
+    if grad_scale is not None:
+        grad = torch.empty_like(x1, memory_format=torch.contiguous_format)
+    rows, row_shape = x1.shape[0], x1.shape[1:]
+    row_numel = math.prod(row_shape)
+    step = min(max(rows, 1), max(1, _CHUNK // max(1, row_numel)))
+    # scratch tensors shaped like a full chunk; the last one may be shorter
+    bufs = [b.view(step, *row_shape) for b in scratch_tensors(step * row_numel, cdtype)]
+
+    def pieces(t: Tensor | None):
+        # split() makes all the views in one call; per-op dispatch is a real cost here, so a
+        # single chunk (the usual minibatch) skips it.
+        if t is None:
+            return itertools.repeat(None)
+        if t.shape != x1.shape:
+            t = t.expand(x1.shape)
+        return (t,) if step >= rows else t.split(step)
+
+    def cast(t: Tensor | None) -> Tensor | None:
+        return t if t is None or t.dtype == cdtype else t.to(cdtype)
+
+    fn, check_input, check_target, in_range = checks
+    scale = 1 if grad_scale is None else grad_scale
+    partials = []
+    for xc, yc, ec, wc, gc in zip(pieces(x1), pieces(y), pieces(extra), pieces(weight),
+                                  pieces(grad), strict=False):
+        if check_input:
+            check_range_host(xc, "input (probabilities)", fn)
+        if check_target:
+            check_range_host(yc, "target", fn)
+        xc, yc, ec, wc = cast(xc), cast(yc), cast(ec), cast(wc)
+        scratch = bufs if len(xc) == step else [b[:len(xc)] for b in bufs]
+        # The kernel writes the gradient straight into the result, unless it must be cast.
+        g = gc if gc is None or gc.dtype == cdtype else torch.empty_like(xc)
+        partials.append(kernel(xc, yc, ec, wc, g, scale, scratch, in_range))
+        if g is not gc:
+            gc.copy_(g)
+    if not partials:
+        total = x.new_zeros((), dtype=cdtype)
+    elif len(partials) == 1:
+        total = partials[0]
+    else:
+        total = torch.stack(partials).sum(dtype=torch.float64).to(cdtype)
+    if grad is not None and grad.dim() != x.dim():
+        grad = grad.view(x.shape)
+    return total, grad
+
+
+def _one_chunk(kernel, x: Tensor, y: Tensor, extra: Tensor | None, weight: Tensor | None,
+               grad_scale: float | None, checks: tuple) -> tuple[Tensor, Tensor | None]:
+    """``chunked_sum`` for an input of one chunk that needs no cast: the usual minibatch.
+    The same kernel call as the loop, without its per-call Python cost (~10 us at N=4096,
+    where the whole forward+backward takes ~50 us)."""
+    fn, check_input, check_target, in_range = checks
+    if check_input:
+        check_range_host(x, "input (probabilities)", fn)
+    if check_target:
+        check_range_host(y, "target", fn)
+    grad = None
+    if grad_scale is not None:
+        grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+    scratch = scratch_tensors(x.numel(), x.dtype)
+    if x.dim() != 1:
+        scratch = [b.view(x.shape) for b in scratch]
+    scale = 1 if grad_scale is None else grad_scale
+    return kernel(x, y, extra, weight, grad, scale, scratch, in_range), grad
+
+
+class FusedLoss(torch.autograd.Function):
+    """Mean or sum of a loss whose input gradient is computed in the forward pass.
+
+    Inputs: (input, target, extra, weight, reduction, kernel, reference, checks); ``extra``
+    is pos_weight or None, only the input may need a gradient. ``reference(input, target,
+    extra, weight, reduction)`` computes the same loss with differentiable ops; the backward
+    differentiates it when a graph of the backward is wanted (create_graph=True) or the fused
+    gradient was used up by an earlier backward over a retained graph.
+    """
+
+    @staticmethod
+    def forward(ctx, x, y, extra, weight, reduction, kernel, reference, checks):
+        n = x.numel()
+        ctx.rest = (y, extra, weight, reduction, reference)
+        ctx.save_for_backward(x)
+        scale = None
+        if ctx.needs_input_grad[0]:
+            scale = 1 / max(n, 1) if reduction == "mean" else 1
+        total, ctx.fused = chunked_sum(kernel, x, y, extra, weight, scale, checks)
+        if reduction == "mean":
+            total = total / n  # 0/0 = nan for an empty input, as torch gives
+        return total.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if ctx.fused is not None and not torch.is_grad_enabled():
+            fused, ctx.fused = ctx.fused, None  # used once: it is scaled in place
+            if grad_out.item() != 1:
+                fused.mul_(grad_out.to(fused.dtype))
+            return fused, None, None, None, None, None, None, None
+        (x,) = ctx.saved_tensors
+        y, extra, weight, reduction, reference = ctx.rest
+        with torch.enable_grad():
+            x_ = x if x.requires_grad else x.detach().requires_grad_()
+            loss = reference(x_, y, extra, weight, reduction)
+        (gx,) = torch.autograd.grad(loss, x_, grad_out, create_graph=torch.is_grad_enabled())
+        return gx, None, None, None, None, None, None, None

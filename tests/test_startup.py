@@ -1,0 +1,133 @@
+"""Start-up cost: what each entry point imports, checked in a fresh interpreter.
+
+``torch._dynamo`` (about 1 s with sympy) belongs only to runs that compile, ``torchmetrics``
+(about 1-2.5 s with scipy and matplotlib) only to runs that compute metrics. A module-level
+import of either, anywhere on these paths, fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("torch._dynamo", "torchmetrics", "sympy", "scipy")
+
+# Runs `code` (which may call the CLI's main), then prints which HEAVY modules got imported.
+_HARNESS = """
+import json, sys
+{code}
+print(json.dumps([m for m in {heavy!r} if m in sys.modules]))
+"""
+
+
+def _heavy_imports(code: str, cwd: Path = REPO) -> list[str]:
+    script = _HARNESS.format(code=code, heavy=HEAVY)
+    out = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _cli(*argv: str) -> str:
+    return (f"from logreg_torch.cli import main\n"
+            f"rc = main({list(argv)!r})\nassert rc == 0, rc")
+
+
+def test_import_package_loads_neither_torch_nor_heavy_modules() -> None:
+    assert _heavy_imports("import logreg_torch\nassert 'torch' not in sys.modules") == []
+
+
+def test_help_and_config_commands_load_neither_torch_nor_heavy_modules() -> None:
+    help_code = ("from logreg_torch.cli import main\ntry:\n    main(['--help'])\n"
+                 "except SystemExit as e:\n    assert e.code == 0\n")
+    config = _cli("config", "configs/default.yaml", "optim.lr=0.1")
+    for code in (help_code, config):
+        assert _heavy_imports(code + "\nassert 'torch' not in sys.modules") == []
+
+
+def test_losses_import_no_dynamo() -> None:
+    """The losses are what users import into their own networks."""
+    assert _heavy_imports("from logreg_torch import BCELoss, binary_cross_entropy") == []
+
+
+@pytest.mark.parametrize("optim", ["lbfgs", "adam"])
+def test_training_without_metrics_or_compile_loads_no_heavy_module(tmp_path, optim) -> None:
+    """A run with no held-out split computes no metrics; and nothing compiles. (Adam's and
+    SGD's ``step`` import torch._dynamo themselves: see logreg_torch/lazy_dynamo.py.)"""
+    batch = "null" if optim == "lbfgs" else "64"
+    code = _cli("train", str(REPO / "configs" / "default.yaml"), "--quiet", "train.epochs=2",
+                f"optim.name={optim}", f"train.batch_size={batch}", "data.val_fraction=0",
+                "data.test_fraction=0", f"log.run_dir={tmp_path / 'run'}")
+    expected = [] if optim == "lbfgs" else ["torch._dynamo", "sympy"]
+    assert _heavy_imports(code, cwd=tmp_path) == expected
+    assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_deferred_dynamo_is_exact_once_dynamo_is_loaded() -> None:
+    """After ``torch._dynamo`` is imported, the optimizers' methods go through
+    ``torch._dynamo.disable`` as torch wires them, and still work."""
+    code = """
+import torch
+from logreg_torch.lazy_dynamo import _torch_disabled_methods, defer_dynamo_import
+defer_dynamo_import()
+p = torch.nn.Parameter(torch.ones(3))
+opt = torch.optim.LBFGS([p])  # add_param_group, without dynamo
+assert 'torch._dynamo' not in sys.modules
+import torch._dynamo
+opt.zero_grad()
+state = opt.state_dict()
+fns = _torch_disabled_methods(torch.optim.Optimizer)
+assert len(fns) >= 4, fns
+for fn in fns:
+    if fn.__name__ in ('zero_grad', 'state_dict'):
+        hook = getattr(fn, '__dynamo_disable')
+        assert hasattr(hook, '_torchdynamo_disable'), (fn, hook)
+assert state['param_groups'][0]['params'] == [0]
+"""
+    assert "torch._dynamo" in _heavy_imports(code)
+
+
+def test_train_command_reports_its_stages_and_exits_with_everything_written(tmp_path) -> None:
+    """``python -m logreg_torch train --timings``: one JSON line of seconds by stage on stderr;
+    the command exits without interpreter teardown (cli.run), after every file is complete."""
+    run_dir = tmp_path / "run"
+    out = subprocess.run(
+        [sys.executable, "-m", "logreg_torch", "train", str(REPO / "configs" / "default.yaml"),
+         "--quiet", "--timings", "train.epochs=2", "log.histogram_every=0",
+         f"log.run_dir={run_dir}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    timings = json.loads(out.stderr.strip().splitlines()[-1])["timings"]
+    assert list(timings) == ["imports", "data", "setup", "train", "evaluate", "logging"]
+    assert all(v >= 0 for v in timings.values()) and timings["train"] > 0
+    import torch
+
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    assert state["epoch"] == 2
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir)).Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    bad = subprocess.run([sys.executable, "-m", "logreg_torch", "train", "nope.yaml"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_cli_makes_openmp_threads_sleep_unless_told_otherwise(given, expected) -> None:
+    """Set before torch loads (OpenMP reads it once); a user's own setting wins."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = (_cli("config", "configs/default.yaml") +
+            "\nimport os\nprint('policy', os.environ.get('OMP_WAIT_POLICY'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == f"policy {expected}"
