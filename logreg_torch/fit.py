@@ -39,10 +39,9 @@ from logreg_torch.runs import (
     TrainingError,
     check_resume_fits,
     checkpoint_state,
-    epochs_ending,
     log_final,
     new_run_dir,
-    solver_ending,
+    run_ending,
 )
 from logreg_torch.runtime import (
     DistributedError,
@@ -426,7 +425,8 @@ def _finish(t: Training, progress: Progress, logger: TensorBoardLogger, ckpt: Ch
     t.timings["evaluate"] += time.perf_counter() - started
     history = progress.history
     best = min(history, key=lambda r: r.get("val/loss", r["train/loss"])) if history else {}
-    t.ending = _ending(t, progress, stopped_early, best)
+    t.ending = run_ending(t.cfg, progress, t.solve if t.solver else None, len(t.val[0]) > 0,
+                          stopped_early, best)
     if history:  # the checkpoints say how the run ended, too
         done = int(history[-1]["epoch"])
         ckpt.save("last.pt", done, partial(t.state, progress, done))
@@ -436,18 +436,3 @@ def _finish(t: Training, progress: Progress, logger: TensorBoardLogger, ckpt: Ch
     logger.close()
     return FitResult(model=t.model, history=history, best=best, test=test,
                      run_dir=ckpt.run_dir, stopped_early=stopped_early, ending=t.ending)
-
-
-def _ending(t: Training, progress: Progress, stopped_early: bool, best: dict) -> Ending:
-    cfg = t.cfg
-    epochs = int(progress.history[-1]["epoch"]) if progress.history else progress.epoch
-    patience = cfg.train.early_stopping_patience
-    early = stopped_early and patience is not None and progress.bad_epochs >= patience
-    solved = t.solver and t.solve.done(cfg.optim.max_iter)
-    if t.solver and t.solve.report is not None and (solved or not early):
-        return solver_ending(t.solve.report, cfg.optim.tol, epochs, t.solve.handover,
-                             cfg.train.precision)
-    monitored = "val/loss" if len(t.val[0]) else "train/loss"
-    best_epoch = int(best["epoch"]) if best else None
-    return epochs_ending(epochs, cfg.train.epochs, best_epoch, patience if early else None,
-                         monitored)

@@ -88,6 +88,22 @@ def epochs_ending(epochs: int, planned: int, best_epoch: int | None, patience: i
                   epochs=epochs, best_epoch=best_epoch)
 
 
+def run_ending(cfg: Config, progress: Progress, solve, has_val: bool, stopped_early: bool,
+               best: dict) -> Ending:
+    """How a fit ended: a full-batch solver's ending (``solve``, a fullbatch.SolveState, or
+    None for epoch-based optimizers) unless early stopping came first; else the epochs'."""
+    epochs = int(progress.history[-1]["epoch"]) if progress.history else progress.epoch
+    patience = cfg.train.early_stopping_patience
+    early = stopped_early and patience is not None and progress.bad_epochs >= patience
+    if solve is not None and solve.report is not None and (solve.done(cfg.optim.max_iter)
+                                                           or not early):
+        return solver_ending(solve.report, cfg.optim.tol, epochs, solve.handover,
+                             cfg.train.precision)
+    best_epoch = int(best["epoch"]) if best else None
+    return epochs_ending(epochs, cfg.train.epochs, best_epoch, patience if early else None,
+                         "val/loss" if has_val else "train/loss")
+
+
 @dataclass
 class FitResult:
     model: nn.Module
