@@ -1,4 +1,4 @@
-"""``logreg-torch``: train | evaluate | predict | config | explain.
+"""``logreg-torch``: train | evaluate | predict | summary | config | explain.
 
 A user mistake (a bad config, data file, checkpoint or argument) ends with one line on stderr
 and exit code 2; a bug still shows its traceback.
@@ -26,10 +26,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from logreg_torch.checkpoint import CheckpointError
     from logreg_torch.config import ConfigError
     from logreg_torch.data import DataError
+    from logreg_torch.inference import InferenceError
     from logreg_torch.runs import TrainingError
     from logreg_torch.runtime import DistributedError
 
-    return (ConfigError, DataError, CheckpointError, TrainingError, DistributedError, UsageError)
+    return (ConfigError, DataError, CheckpointError, TrainingError, DistributedError, UsageError,
+            InferenceError)
 
 
 CHECKPOINT_HELP = ("a checkpoint (last.pt, best.pt) or a run folder (its best.pt, else "
@@ -86,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
 
+    p = sub.add_parser("summary", help="coefficients with standard errors, z, p-values and "
+                                       "intervals of a logistic model (as statsmodels' Logit)")
+    p.add_argument("run", help="a run folder (its best.pt, else last.pt) or a checkpoint")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="1 - confidence level of the intervals (default 0.05: 95%%)")
+
     p = sub.add_parser("explain", help="walk through log loss on the jacket/cardigan example")
     p.add_argument("--probs", help="comma-separated predicted probabilities of class 1")
     p.add_argument("--labels", help="comma-separated true classes (0 or 1)")
@@ -117,6 +126,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             print("test metrics:\n" + format_metrics_table(result.test, note=_loss_note(cfg)))
         print(f"run folder: {result.run_dir} (checkpoints last.pt, best.pt)")
         print("see the curves with: tensorboard --logdir runs")
+        if result.ending is not None:  # the last line says how the run ended
+            print(result.ending.message)
     return 0
 
 
@@ -246,8 +257,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    from logreg_torch.inference import summarize
+
+    table = summarize(args.run, alpha=args.alpha)
+    print(table.to_json() if args.json else table.format())
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "config": cmd_config, "explain": cmd_explain}
+            "summary": cmd_summary, "config": cmd_config, "explain": cmd_explain}
 
 
 def _quiet_openmp_threads() -> None:

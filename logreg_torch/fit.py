@@ -18,8 +18,16 @@ import torch
 from torch import Tensor, nn
 
 from logreg_torch.checkpoint import load_checkpoint, resolve_checkpoint
-from logreg_torch.config import Config, ConfigError, config_from_dict, config_to_yaml, save_config
+from logreg_torch.config import (
+    FULL_BATCH_SOLVERS,
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_yaml,
+    save_config,
+)
 from logreg_torch.data import Prepared, Stream, prepare, prepare_streaming
+from logreg_torch.fullbatch import Rows, SolveState, solve_epoch
 from logreg_torch.loop import evaluate, train_one_epoch, train_one_epoch_streaming
 from logreg_torch.model import build_model
 from logreg_torch.objective import Objective, fast_path_applies, make_objective
@@ -27,6 +35,7 @@ from logreg_torch.predict import predict_logits
 from logreg_torch.runs import (
     TAGS,
     Checkpoints,
+    Ending,
     FitResult,
     Progress,
     TrainingError,
@@ -38,6 +47,7 @@ from logreg_torch.runs import (
     log_final,
     new_run_dir,
     resume_line,
+    run_ending,
 )
 from logreg_torch.runtime import (
     DistributedError,
@@ -47,7 +57,7 @@ from logreg_torch.runtime import (
     seed_everything,
     set_rng_state,
 )
-from logreg_torch.solvers import lbfgs_converged, make_optimizer, make_scheduler, step_scheduler
+from logreg_torch.solvers import epoch_budget, make_optimizer, make_scheduler, step_scheduler
 from logreg_torch.tracking import TensorBoardLogger
 
 
@@ -113,7 +123,7 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
     ckpt = _checkpoints(cfg, runtime, run_dir, progress, resumed=resume_state is not None)
     stopped_early = _train(t, progress, ckpt, logger, quiet)
     try:
-        result = _finish(t, progress, logger, run_dir, stopped_early)
+        result = _finish(t, progress, logger, ckpt, stopped_early)
     except KeyboardInterrupt:
         logger.close()
         raise KeyboardInterrupt(  # a resume with no epoch left writes the summary again
@@ -145,20 +155,28 @@ class Training:
     model: nn.Module
     train_model: nn.Module  # the model, compiled and/or wrapped in DDP: the same parameters
     objective: Objective
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None  # None for newton
     scheduler: Any
     scaler: torch.amp.GradScaler | None
     # seconds spent so far: data, setup (the rest of _set_up), train (epochs), evaluate
     timings: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(("data", "setup", "train", "evaluate"), 0.0))
+    solve: SolveState = field(default_factory=SolveState)  # full-batch solvers
+    ending: Ending | None = None  # once the run has ended
+
+    @property
+    def solver(self) -> bool:
+        """A full-batch solver (lbfgs, newton): iterations, not epochs, are what it counts."""
+        return self.cfg.optim.name in FULL_BATCH_SOLVERS
 
     def state(self, progress: Progress, epoch: int) -> dict[str, Any]:
         return checkpoint_state(self.cfg, self.data, self.model, self.optimizer, self.scheduler,
-                                self.scaler, progress, epoch)
+                                self.scaler, progress, epoch,
+                                None if self.ending is None else self.ending.as_dict())
 
 
 def _set_up(cfg: Config, runtime: Runtime) -> Training:
-    full_batch = cfg.train.batch_size is None or cfg.optim.name == "lbfgs"
+    full_batch = cfg.train.batch_size is None or cfg.optim.name in FULL_BATCH_SOLVERS
     # Full batch on the fast path: store X column-major (each feature contiguous). Both
     # matrix-vector products then stream X at memory speed; row-major X makes torch.mv
     # several times slower than one read of X. (Minibatches gather rows: row-major.)
@@ -235,13 +253,16 @@ def _train_model(model: nn.Module, cfg: Config, runtime: Runtime, full_batch: bo
 def _resume(t: Training, state: dict) -> Progress:
     check_resume_fits(state, t.cfg, len(t.data.feature_names))
     t.model.load_state_dict(state["model"])
-    t.optimizer.load_state_dict(state["optimizer"])
+    if t.optimizer is not None:
+        t.optimizer.load_state_dict(state["optimizer"])
     if t.scheduler is not None and state.get("scheduler") is not None:
         t.scheduler.load_state_dict(state["scheduler"])
     if t.scaler is not None and state.get("scaler") is not None:
         t.scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
-    return Progress.from_checkpoint(state)
+    progress = Progress.from_checkpoint(state)
+    t.solve.used = progress.step if t.solver else 0  # a solver's steps are its iterations
+    return progress
 
 
 def _run_dir(cfg: Config, runtime: Runtime, resumed: bool) -> Path:
@@ -315,7 +336,7 @@ def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBo
         done = epoch + 1
         started = time.perf_counter()
         try:
-            train_loss, grad_norm = _train_epoch(t, progress, epoch)
+            train_loss, grad_norm = _train_epoch(t, progress, epoch, logger)
         except RuntimeError as e:  # torch.optim's step size itself overflows (Adam, lr=1e38)
             if "without overflow" not in str(e):
                 raise
@@ -326,9 +347,10 @@ def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBo
         if why is not None:
             raise diverged(why, done, progress.step, ckpt.last_good, cfg.optim.lr)
         record: dict[str, float] = {"epoch": done, "step": progress.step,
-                                    "train/loss": train_loss,
-                                    "lr": t.optimizer.param_groups[0]["lr"],
-                                    "grad_norm": grad_norm}
+                                    "train/loss": train_loss}
+        if t.optimizer is not None:
+            record["lr"] = t.optimizer.param_groups[0]["lr"]
+        record["grad_norm"] = grad_norm  # a full-batch solver's: max|grad| (see README)
         started = time.perf_counter()
         val = evaluate(t.model, t.objective, *t.val, t.runtime)
         t.timings["evaluate"] += time.perf_counter() - started
@@ -337,7 +359,7 @@ def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBo
         step_scheduler(t.scheduler, monitored)
         improved = progress.update(monitored, cfg.train.early_stopping_min_delta)
         progress.history.append(record)
-        _log_epoch(logger, cfg, t.model, record, done)
+        _log_epoch(logger, t, record, done)
         if improved:
             ckpt.save("best.pt", done, partial(t.state, progress, done))
         if done % cfg.train.checkpoint_every == 0 or done == cfg.train.epochs:
@@ -354,8 +376,11 @@ def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBo
     return False
 
 
-def _train_epoch(t: Training, progress: Progress, epoch: int) -> tuple[float, float]:
+def _train_epoch(t: Training, progress: Progress, epoch: int,
+                 logger: TensorBoardLogger) -> tuple[float, float]:
     cfg = t.cfg
+    if t.solver:
+        return _solve_epoch(t, progress, epoch, logger)
     epoch_args = dict(batch_size=cfg.train.batch_size,
                       epoch_seed=cfg.train.seed * 1_000_003 + epoch, runtime=t.runtime,
                       grad_clip=cfg.train.grad_clip, scaler=t.scaler, on_step=progress.count_step)
@@ -375,35 +400,67 @@ def _initial_loss(t: Training) -> float | None:
     return loss if math.isfinite(loss) and loss > 0 else None
 
 
-def _log_epoch(logger: TensorBoardLogger, cfg: Config, model: nn.Module,
-               record: dict[str, float], done: int) -> None:
+def _solve_epoch(t: Training, progress: Progress, epoch: int,
+                 logger: TensorBoardLogger) -> tuple[float, float]:
+    """One epoch of lbfgs / newton: its share of optim.max_iter, every iteration logged as
+    ``train/loss`` (the objective, penalty included) and ``grad_norm`` (max|grad|)."""
+    o = t.cfg.optim
+    budget = epoch_budget(o.max_iter, t.cfg.train.epochs, epoch, t.solve.used)
+    rows = Rows(t.X, t.y, t.stream, t.n_global)
+
+    def on_iter(point) -> None:
+        logger.log_dict({"train/loss": point.loss, TAGS["grad_norm"]: point.grad_max},
+                        point.iteration)
+
+    report = solve_epoch(t.model, t.optimizer, t.objective, rows, t.runtime, o, t.solve, budget,
+                         on_iter)
+    progress.step = t.solve.used
+    penalty = t.objective.penalty(t.model)
+    penalty = float(penalty.detach()) if isinstance(penalty, Tensor) else float(penalty)
+    return report.loss - penalty, report.grad_max
+
+
+def _log_epoch(logger: TensorBoardLogger, t: Training, record: dict[str, float],
+               done: int) -> None:
+    cfg = t.cfg
+    # A full-batch solver's curves are per iteration (logged as it runs); its epochs add the
+    # validation points at the iteration they were reached.
+    skip = ("epoch", "step", "train/loss", "grad_norm") if t.solver else ("epoch", "step")
+    step = int(record["step"]) if t.solver else done
     if done % cfg.log.log_every == 0 or done == cfg.train.epochs:
-        logger.log_dict({TAGS.get(k, k): v for k, v in record.items()
-                         if k not in ("epoch", "step")}, done)
+        logger.log_dict({TAGS.get(k, k): v for k, v in record.items() if k not in skip}, step)
     hist_every = cfg.log.histogram_every
     if hist_every and done % hist_every == 0:
-        logger.log_histograms(model, done)
+        logger.log_histograms(t.model, step)
 
 
 def _should_stop(t: Training, progress: Progress) -> bool:
-    """Early stopping ran out of patience, or full-batch L-BFGS converged."""
+    """Early stopping ran out of patience, or a full-batch solver is done (converged, out of
+    budget, or stalled)."""
     patience = t.cfg.train.early_stopping_patience
     return ((patience is not None and progress.bad_epochs >= patience)
-            or lbfgs_converged(t.optimizer, t.cfg.optim.max_iter))
+            or (t.solver and t.solve.done(t.cfg.optim.max_iter)))
 
 
 # ----------------------------------------------------------------------------- finish
 
 
-def _finish(t: Training, progress: Progress, logger: TensorBoardLogger, run_dir: Path,
+def _finish(t: Training, progress: Progress, logger: TensorBoardLogger, ckpt: Checkpoints,
             stopped_early: bool) -> FitResult:
     started = time.perf_counter()
     test = evaluate(t.model, t.objective, *t.test, t.runtime) or None
     t.timings["evaluate"] += time.perf_counter() - started
-    log_final(logger, t.cfg, t.model, t.objective, progress.history, test, *t.val, t.runtime,
-              t.data.label_map)
-    logger.close()
     history = progress.history
     best = min(history, key=lambda r: r.get("val/loss", r["train/loss"])) if history else {}
-    return FitResult(model=t.model, history=history, best=best, test=test, run_dir=run_dir,
-                     stopped_early=stopped_early)
+    t.ending = run_ending(t.cfg, progress, t.solve if t.solver else None, len(t.val[0]) > 0,
+                          stopped_early, best)
+    if history:  # the checkpoints say how the run ended, too
+        done = int(history[-1]["epoch"])
+        ckpt.save("last.pt", done, partial(t.state, progress, done))
+        ckpt.add_ending("best.pt", t.ending.as_dict())
+    logger.log_text("ending", t.ending.message)
+    log_final(logger, t.cfg, t.model, t.objective, history, test, *t.val, t.runtime,
+              t.data.label_map, t.ending)
+    logger.close()
+    return FitResult(model=t.model, history=history, best=best, test=test,
+                     run_dir=ckpt.run_dir, stopped_early=stopped_early, ending=t.ending)

@@ -127,6 +127,14 @@ def _batch_closure(model: nn.Module, optimizer: torch.optim.Optimizer, objective
     return closure
 
 
+def full_batch_closure(model: nn.Module, optimizer: torch.optim.Optimizer, objective: Objective,
+                       X: Tensor, y: Tensor, runtime: Runtime, n_global: int):
+    """The loss closure of a full batch held in memory (this rank's rows of ``n_global``):
+    what L-BFGS evaluates; distributed, it all-reduces loss and gradients."""
+    share = len(X) / n_global if runtime.distributed else None
+    return _batch_closure(model, optimizer, objective, X, y, runtime, None, share)
+
+
 def _grad_norm(model: nn.Module) -> float:
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     if not grads:
@@ -167,7 +175,7 @@ def train_one_epoch_streaming(
     """
     if not (isinstance(optimizer, torch.optim.LBFGS) or batch_size is None):
         total, n = 0.0, 0
-        for i, (Xc, yc) in enumerate(_my_chunks(stream, runtime, epoch_seed)):
+        for i, (Xc, yc) in enumerate(my_chunks(stream, runtime, epoch_seed)):
             loss, grad_norm = train_one_epoch(
                 model, optimizer, objective, Xc, yc, batch_size=batch_size,
                 epoch_seed=epoch_seed * 7919 + i, runtime=runtime, grad_clip=grad_clip,
@@ -176,7 +184,7 @@ def train_one_epoch_streaming(
         return total / max(n, 1), grad_norm
 
     model.train()
-    closure = _stream_closure(model, optimizer, objective, stream, runtime)
+    closure = stream_closure(model, optimizer, objective, stream, runtime)
     # The loss reported is that of the closure's last evaluation; no GradScaler on this path.
     optimizer_step(model, optimizer, closure, grad_clip)
     if on_step is not None:
@@ -184,7 +192,7 @@ def train_one_epoch_streaming(
     return float(closure.data), _grad_norm(model)
 
 
-def _my_chunks(stream: Stream, runtime: Runtime,
+def my_chunks(stream: Stream, runtime: Runtime,
                seed: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
     """This rank's chunks of training rows (every world_size-th), as tensors on the device."""
     for i, rows in enumerate(stream.chunks(seed)):
@@ -192,7 +200,7 @@ def _my_chunks(stream: Stream, runtime: Runtime,
             yield stream_batch(stream, rows, runtime.dtype, runtime.device)
 
 
-def _stream_closure(model: nn.Module, optimizer: torch.optim.Optimizer, objective: Objective,
+def stream_closure(model: nn.Module, optimizer: torch.optim.Optimizer, objective: Objective,
                     stream: Stream, runtime: Runtime):
     """The full-batch loss over every chunk, gradient accumulated chunk by chunk;
     ``closure.data`` keeps the data loss."""
@@ -201,7 +209,7 @@ def _stream_closure(model: nn.Module, optimizer: torch.optim.Optimizer, objectiv
     def closure() -> Tensor:
         optimizer.zero_grad(set_to_none=True)
         data_total = torch.zeros((), device=runtime.device, dtype=torch.float64)
-        for Xc, yc in _my_chunks(stream, runtime):
+        for Xc, yc in my_chunks(stream, runtime):
             with autocast(runtime):
                 data = objective.model_loss(model, Xc, yc) * (len(Xc) / stream.n_train)
             data.backward()

@@ -58,10 +58,17 @@ class Objective:
                                     check_range=self.check_range)
 
     def penalty(self, model: nn.Module) -> Tensor | float:
+        return self.penalty_of(penalized_weights(model))
+
+    def penalty_of(self, params: list[Tensor]) -> Tensor | float:
+        """l2/l1 on the weight matrices among ``params`` (two or more dimensions: never
+        biases), as ``penalized_weights`` picks them."""
         if not (self.l2 or self.l1):
             return 0.0
         total: Tensor | float = 0.0
-        for w in penalized_weights(model):
+        for w in params:
+            if w.dim() < 2:
+                continue
             if self.l2:
                 total = total + 0.5 * self.l2 * w.pow(2).sum()
             if self.l1:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from logreg_torch.checkpoint import CheckpointError, save_checkpoint
+from logreg_torch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from logreg_torch.config import Config, ConfigError
 from logreg_torch.data import Prepared
 from logreg_torch.objective import Objective
@@ -29,6 +29,83 @@ class TrainingError(RuntimeError):
 
 
 @dataclass
+class Ending:
+    """How a run ended, in one line (``message``) and as facts. ``kind`` is "converged",
+    "not_converged" (a full-batch solver out of budget or at its rounding floor),
+    "early_stopping" or "finished" (every epoch ran)."""
+
+    kind: str
+    message: str
+    epochs: int  # epochs this run finished
+    iterations: int | None = None  # full-batch solvers: iterations in all
+    grad_max: float | None = None  # full-batch solvers: max|grad| at the end
+    tol: float | None = None
+    best_epoch: int | None = None  # the epoch best.pt holds
+    finish_from: int | None = None  # the iteration where a stalled solve was handed over
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def solver_ending(report, tol: float, epochs: int, handover: tuple[int, float, str] | None,
+                  precision: str) -> Ending:
+    """The ending of a full-batch solver from its last ``SolveReport`` (logreg_torch.newton);
+    ``handover`` = (iterations, max|grad|, what finished) when rounding stalled the solver and
+    a float64 finish took over (logreg_torch.fullbatch)."""
+    n, g = report.n_iter, report.grad_max
+    its = "iteration" if n == 1 else "iterations"
+    dtype = "float64" if precision == "fp64" else "float32"
+    note = ""
+    if handover is not None:
+        k = n - handover[0]
+        note = (f"; {dtype} stalled at max|grad| {handover[1]:.1e} after {handover[0]}, then "
+                f"{k} {handover[2]}{'' if k == 1 else 's'}")
+    facts = dict(epochs=epochs, iterations=n, grad_max=g, tol=tol,
+                 finish_from=None if handover is None else handover[0])
+    if report.converged:
+        return Ending("converged", f"converged after {n} {its} (max|grad| {g:.1e} <= tol "
+                                   f"{tol:.0e}{note})", **facts)
+    if report.reason == "stalled":
+        dtype = "float64" if handover is not None else dtype
+        advice = ("tol is below what float64 resolves here; raise optim.tol" if dtype == "float64"
+                  else "use train.precision=fp64 or optim.fp64_finish=true")
+        why = f"stopped at the {dtype} floor (no step lowers the objective)"
+    else:
+        advice = "increase optim.max_iter" + ("" if precision == "fp64" else " / use fp64")
+        why = "optim.max_iter spent"
+    return Ending("not_converged", f"did not converge: {why}, max|grad| {g:.1e} > tol {tol:.0e} "
+                                   f"after {n} {its}{note}; {advice}", **facts)
+
+
+def epochs_ending(epochs: int, planned: int, best_epoch: int | None, patience: int | None,
+                  monitored: str) -> Ending:
+    """The ending of a run that went epoch by epoch: early stopping, or all epochs done."""
+    if epochs < planned and patience is not None:
+        return Ending("early_stopping", f"early stopping: no {monitored} improvement for "
+                                        f"{patience} epochs; best epoch {best_epoch} (best.pt)",
+                      epochs=epochs, best_epoch=best_epoch)
+    unit = "epoch" if epochs == 1 else "epochs"
+    return Ending("finished", f"finished {epochs} {unit}; best epoch {best_epoch} (best.pt)",
+                  epochs=epochs, best_epoch=best_epoch)
+
+
+def run_ending(cfg: Config, progress: Progress, solve, has_val: bool, stopped_early: bool,
+               best: dict) -> Ending:
+    """How a fit ended: a full-batch solver's ending (``solve``, a fullbatch.SolveState, or
+    None for epoch-based optimizers) unless early stopping came first; else the epochs'."""
+    epochs = int(progress.history[-1]["epoch"]) if progress.history else progress.epoch
+    patience = cfg.train.early_stopping_patience
+    early = stopped_early and patience is not None and progress.bad_epochs >= patience
+    if solve is not None and solve.report is not None and (solve.done(cfg.optim.max_iter)
+                                                           or not early):
+        return solver_ending(solve.report, cfg.optim.tol, epochs, solve.handover,
+                             cfg.train.precision)
+    best_epoch = int(best["epoch"]) if best else None
+    return epochs_ending(epochs, cfg.train.epochs, best_epoch, patience if early else None,
+                         "val/loss" if has_val else "train/loss")
+
+
+@dataclass
 class FitResult:
     model: nn.Module
     history: list[dict[str, float]]  # one dict per epoch: epoch, train/loss, val/loss, val/..., lr
@@ -37,6 +114,7 @@ class FitResult:
     run_dir: Path
     stopped_early: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    ending: Ending | None = None  # how the run ended (also in the checkpoints and TensorBoard)
 
 
 def new_run_dir(cfg: Config) -> Path:
@@ -97,12 +175,13 @@ def model_args(cfg: Config, in_features: int) -> dict[str, Any]:
 
 
 def checkpoint_state(cfg: Config, data: Prepared, model: nn.Module,
-                     optimizer: torch.optim.Optimizer, scheduler, scaler, progress: Progress,
-                     epoch: int) -> dict[str, Any]:
+                     optimizer: torch.optim.Optimizer | None, scheduler, scaler,
+                     progress: Progress, epoch: int,
+                     ending: dict[str, Any] | None = None) -> dict[str, Any]:
     """The one dict a checkpoint holds: weights, optimizer, RNG, config, preprocessing, progress."""
     return {
         "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
         "scheduler": None if scheduler is None else scheduler.state_dict(),
         "scaler": None if scaler is None else scaler.state_dict(),
         "epoch": epoch,
@@ -117,6 +196,7 @@ def checkpoint_state(cfg: Config, data: Prepared, model: nn.Module,
         "best_loss": progress.best_loss,
         "bad_epochs": progress.bad_epochs,
         "first_loss": progress.first_loss,
+        "ending": ending,  # set in the checkpoints once the run has ended
     }
 
 
@@ -176,6 +256,14 @@ class Checkpoints:
             self.saved_epoch = epoch
             self.last_good = self.run_dir / "last.pt"
 
+    def add_ending(self, name: str, ending: dict[str, Any]) -> None:
+        """Write how the run ended into a checkpoint written earlier (best.pt)."""
+        path = self.run_dir / name
+        if self.is_main and path.exists():
+            state = load_checkpoint(path)
+            state["ending"] = ending
+            save_checkpoint(state, path)
+
 
 # ----------------------------------------------------------------------------- divergence
 
@@ -227,15 +315,21 @@ METRIC_DESCRIPTIONS = {
 
 def log_final(logger: TensorBoardLogger, cfg: Config, model: nn.Module, objective: Objective,
               history: list[dict[str, float]], test: dict[str, float] | None, Xv: Tensor,
-              yv: Tensor, runtime: Runtime, label_map: dict[str, int] | None = None) -> None:
-    """The run's hyperparameters (its curves as metrics), the test metrics as text, and the
-    validation PR curve and figures, labelled with the class names, once training is over."""
+              yv: Tensor, runtime: Runtime, label_map: dict[str, int] | None = None,
+              ending: Ending | None = None) -> None:
+    """The run's hyperparameters (its curves as metrics) and how it ended, the test metrics
+    as text, and the validation PR curve and figures, labelled with the class names, once
+    training is over."""
     if not history:
         return
     from logreg_torch.tracking import class_names, run_hparams
 
-    logger.log_hparams(run_hparams(dataclasses.asdict(cfg)), HPARAM_METRICS,
-                       descriptions=METRIC_DESCRIPTIONS)
+    hparams = run_hparams(dataclasses.asdict(cfg))
+    if ending is not None:  # how it ended, as columns beside the settings
+        hparams["ending.kind"] = ending.kind
+        hparams.update({f"ending.{k}": float(getattr(ending, k))
+                        for k in ("iterations", "grad_max") if getattr(ending, k) is not None})
+    logger.log_hparams(hparams, HPARAM_METRICS, descriptions=METRIC_DESCRIPTIONS)
     if test:
         from logreg_torch.metrics import format_metrics_table
 

@@ -11,6 +11,8 @@ machine hits both alike. The comparisons:
    read of X (``X.sum()``); the plain autograd path for reference;
 2. minibatch training: samples/s of ``train_one_epoch`` vs the textbook DataLoader loop;
 3. time to scikit-learn's optimum: our full-batch L-BFGS vs ``LogisticRegression(C=1.0)``;
+3b. the same for every solver (``scripts/bench_solvers.py``): our lbfgs and newton vs
+   scikit-learn's lbfgs and newton-cholesky, idle and with one competing CPU-bound process;
 4. the losses alone (``scripts/bench_losses.py``);
 5. end to end: ``logreg-torch train`` vs a plain scikit-learn script, as whole processes.
 
@@ -346,6 +348,22 @@ def bench_sklearn(n: int, d: int, repeat: int, k_max: int, C: float = 1.0,
     return rows
 
 
+def bench_solvers(n: int, d: int, repeat: int) -> list[Row]:
+    """Section 3b: prints its own table (five solvers, two machine states); adds the ratios of
+    ours to the fastest scikit-learn solver to the summary."""
+    spec = importlib.util.spec_from_file_location("bench_solvers", SCRIPTS / "bench_solvers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = []
+    for state, times in module.bench(n, d, repeat, keep=True).items():
+        med = {name: statistics.median(t) for name, t in times.items()}
+        fastest = min(v for k, v in med.items() if k.startswith("sklearn"))
+        for name in (k for k in med if k.startswith("ours")):
+            rows.append(Row(f"{name} to sklearn optimum ({state})", f"{med[name]:.3f} s",
+                            f"{fastest:.3f} s", med[name] / fastest, "<= 0.5"))
+    return rows
+
+
 # ----------------------------------------------------------------------------- 4. losses
 
 
@@ -442,6 +460,8 @@ def main() -> None:
             100_000 if q else 1_000_000, 20_000 if q else 200_000, 100, repeat=3 if q else 5)),
         ("3. time to scikit-learn's optimum", lambda: bench_sklearn(
             20_000 if q else 200_000, 100, repeat=3, k_max=256 if q else 512)),
+        ("3b. solvers to scikit-learn's optimum", lambda: bench_solvers(
+            20_000 if q else 200_000, 100, repeat=3 if q else 5)),
         ("4. losses", lambda: bench_loss_functions([10**6] if q else [10**6, 10**7],
                                                    repeat=7 if q else 15)),
         ("5. end to end", lambda: bench_end_to_end(200_000 if q else 1_000_000, 100)),

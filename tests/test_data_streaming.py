@@ -397,3 +397,16 @@ def test_make_dataset_replaces_files_atomically(tmp_path: Path, make_dataset,
     make_dataset.main([str(out), "--rows", "100", "--features", "3", "--seed", "5"])
     assert (out / "X.npy").read_bytes() != before
     assert sorted(p.name for p in out.iterdir()) == ["X.npy", "y.npy"]  # no temp files left
+
+
+def test_streaming_newton_accumulates_the_hessian_chunk_by_chunk(tmp_path: Path) -> None:
+    # Four chunks of rows: value, gradient and Hessian summed over them must give the
+    # in-memory Newton solve, to rounding.
+    X, y = arrays()
+    data = write_folder(tmp_path / "data", X, y)
+    newton = ("optim.name=newton", "optim.tol=1e-11")
+    memory = run(tmp_path, data, *newton, "data.streaming=false", name="memory")
+    stream = run(tmp_path, data, *newton, "data.streaming=true", name="stream")
+    assert memory.ending.kind == stream.ending.kind == "converged"
+    assert stream.ending.iterations == memory.ending.iterations <= 15
+    torch.testing.assert_close(weights(stream), weights(memory), rtol=1e-10, atol=1e-11)

@@ -175,6 +175,16 @@ def lbfgs_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
+def newton_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Newton on the same uneven shards: (two-process run folder, one-process run folder)."""
+    base = tmp_path_factory.mktemp("newton")
+    config, *overrides = LBFGS
+    overrides = [*overrides, "optim.name=newton", "optim.tol=1e-12"]
+    _torchrun(TRAIN, config, f"log.run_dir={base / 'ddp'}", *overrides)
+    return base / "ddp", _single(base / "single", config, *overrides)
+
+
+@pytest.fixture(scope="module")
 def adam_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, list]:
     """Two processes for 3 epochs, then resumed by two processes to 5 epochs in place, and two
     processes for 5 epochs without a stop. Returns (a copy of the folder after 3 epochs, the
@@ -261,6 +271,15 @@ ATOL = 1e-10
 # ----------------------------------------------------------------------------- same model
 
 
+def test_full_batch_newton_matches_one_process(newton_runs: tuple[Path, Path]) -> None:
+    # Value, gradient and Hessian all-reduced: the same Newton steps as one process.
+    ddp, single = (_load(d / "last.pt") for d in newton_runs)
+    assert ddp["ending"]["kind"] == single["ending"]["kind"] == "converged"
+    assert ddp["ending"]["iterations"] == single["ending"]["iterations"]
+    for name, weight in single["model"].items():
+        torch.testing.assert_close(ddp["model"][name], weight, rtol=0, atol=1e-11, msg=name)
+
+
 def test_full_batch_lbfgs_matches_one_process(lbfgs_runs: tuple[Path, Path]) -> None:
     # Loss and gradients are all-reduced over the shards, so L-BFGS walks the same path as
     # one process; only the summation order differs (float64 rounding, ~1e-13).
@@ -320,10 +339,12 @@ def _written_by_one_writer(run_dir: Path, n_events_files: int) -> None:
     names = {p.name for p in run_dir.iterdir()}
     assert {"config.yaml", "last.pt", "best.pt"} <= names, names
     assert not [n for n in names if n.endswith(".tmp") or n.startswith(".")], names
-    # Each epoch's scalars written once.
+    # Each epoch's scalars written once; a full-batch solver's, once per iteration (0 = start).
     acc = ea.EventAccumulator(str(run_dir), size_guidance={ea.SCALARS: 0}).Reload()
-    epochs = _load(run_dir / "last.pt")["epoch"]
-    assert [e.step for e in acc.Scalars("train/loss")] == list(range(1, epochs + 1))
+    state = _load(run_dir / "last.pt")
+    steps = (range(0, state["step"] + 1) if state["config"]["optim"]["name"] == "lbfgs"
+             else range(1, state["epoch"] + 1))
+    assert [e.step for e in acc.Scalars("train/loss")] == list(steps)
 
 
 def test_only_rank_0_writes(lbfgs_runs: tuple[Path, Path], adam_runs) -> None:

@@ -120,12 +120,15 @@ def test_lbfgs_runs_a_strong_wolfe_line_search(tmp_path) -> None:
     # One epoch = one optimizer.step(closure) of up to optim.max_iter iterations. lr 3: a
     # first step that overshoots, which the line search shortens (at lr 1 every full step is
     # accepted on this problem and the two paths coincide).
-    run = ("optim.name=lbfgs", "optim.lr=3", "optim.max_iter=6", "train.epochs=1")
+    run = ("optim.name=lbfgs", "optim.lbfgs_lr=3", "optim.max_iter=6", "train.epochs=1")
     result = train(tmp_path, *run)
 
     def lbfgs(line_search):
-        return lambda params: torch.optim.LBFGS(params, lr=3, max_iter=6, history_size=10,
-                                                line_search_fn=line_search)
+        # as solvers.run_lbfgs sets it: iterations, not evaluations, are the budget, and the
+        # loss-change test only fires on an exact stall
+        return lambda params: torch.optim.LBFGS(
+            params, lr=3, max_iter=6, max_eval=6 * 30, history_size=10,
+            tolerance_change=torch.finfo(torch.float64).tiny, line_search_fn=line_search)
 
     assert gap(result, reference(lbfgs("strong_wolfe"), 1, *run, closure_steps=True)) < 1e-8
     # Negative control: without the line search (fixed steps of lr) the path is another one.

@@ -79,12 +79,12 @@ def test_run_folder_holds_every_summary(result: FitResult) -> None:
     (pr,) = acc.Tensors("val/pr_curve")
     assert pr.step == EPOCHS
 
-    # The resolved config as text.
-    # The resolved config and the test metrics as text.
+    # The resolved config, how the run ended and the test metrics, as text.
     texts = {tag.split("/")[0]: acc.Tensors(tag)[0].tensor_proto.string_val[0]
              for tag in acc.PluginTagToContent("text")}
-    assert set(texts) == {"config", "test_metrics"}
+    assert set(texts) == {"config", "ending", "test_metrics"}
     assert b"optim" in texts["config"]
+    assert texts["ending"].startswith(b"finished 3 epochs")
     assert f"{result.test['roc_auc']:.4f}".encode() in texts["test_metrics"]
 
     # Custom scalars: train and val loss on one chart.
@@ -97,7 +97,9 @@ def test_run_folder_holds_every_summary(result: FitResult) -> None:
     content = acc.PluginTagToContent("hparams")
     start = HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     hp = start.session_start_info.hparams
-    assert set(hp) == set(RUN_HPARAMS)
+    # Adam for 3 epochs: "finished", with no solver iterations or gradient to report.
+    assert set(hp) == set(RUN_HPARAMS) | {"ending.kind"}
+    assert hp["ending.kind"].string_value == "finished"
     assert hp["optim.lr"].number_value == approx(0.05)
     assert hp["optim.name"].string_value == "adam"
     assert hp["data.source"].string_value == "jackets"
@@ -186,7 +188,7 @@ def test_tensorboard_server_shows_the_run(result: FitResult, tmp_path: Path) -> 
         # The HParams tab: columns from the experiment, values from the session group.
         experiment = _get(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
         names = {h["name"] for h in experiment["hparamInfos"]}
-        assert names == set(RUN_HPARAMS)
+        assert names == set(RUN_HPARAMS) | {"ending.kind"}
         metric_tags = [m["name"]["tag"] for m in experiment["metricInfos"]]
         assert metric_tags == list(HPARAM_METRICS)
         groups = _get(f"{base}/data/plugin/hparams/session_groups", {

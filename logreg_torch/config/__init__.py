@@ -10,6 +10,7 @@ from logreg_torch.config.load import config_from_dict, config_to_yaml, load_conf
 from logreg_torch.config.schema import (
     DATA_SOURCES,
     DIST_BACKENDS,
+    FULL_BATCH_SOLVERS,
     MODELS,
     OPTIMIZERS,
     PRECISIONS,
@@ -25,7 +26,8 @@ from logreg_torch.config.schema import (
 )
 
 __all__ = [
-    "DATA_SOURCES", "DIST_BACKENDS", "MODELS", "OPTIMIZERS", "PRECISIONS", "SCHEDULERS", "Config",
+    "DATA_SOURCES", "DIST_BACKENDS", "FULL_BATCH_SOLVERS", "MODELS", "OPTIMIZERS", "PRECISIONS",
+    "SCHEDULERS", "Config",
     "ConfigError", "DataConfig", "LogConfig", "LossConfig", "ModelConfig", "OptimConfig",
     "TrainConfig", "config_from_dict", "config_to_yaml", "load_config", "save_config",
 ]

@@ -50,16 +50,22 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"  # sgd | adam | adamw | lbfgs
-    lr: float = 0.05
+    name: str = "adam"  # sgd | adam | adamw | lbfgs | newton (README: the solvers table)
+    lr: float = 0.05  # sgd/adam/adamw step size; unused by lbfgs and newton (line searches)
     momentum: float = 0.0
     weight_decay: float = 0.0
     scheduler: str = "none"  # none | step | cosine | plateau
     step_size: int = 10  # step scheduler: epochs between decays
     gamma: float = 0.5  # step / plateau decay factor
-    max_iter: int = 100  # lbfgs iterations per epoch
-    tol: float = 1e-7  # lbfgs tolerance on the gradient and on changes
+    # lbfgs / newton: iterations in all, over every epoch (each epoch gets an equal share)
+    max_iter: int = 100
+    # lbfgs / newton stop when max|grad| of the penalized objective <= tol (scikit-learn's rule)
+    tol: float = 1e-7
     history_size: int = 10  # lbfgs
+    lbfgs_lr: float = 1.0  # lbfgs: the first trial step of each line search
+    # lbfgs / newton in fp32: when float32 rounding stops the solver above tol, finish in
+    # float64 (a float64 copy of the data for those iterations); false: stop and say so
+    fp64_finish: bool = True
 
 
 @dataclass
@@ -109,7 +115,8 @@ class ConfigError(ValueError):
 
 DATA_SOURCES = ("csv", "npy", "synthetic", "jackets", "breast_cancer")
 MODELS = ("logistic", "mlp")
-OPTIMIZERS = ("sgd", "adam", "adamw", "lbfgs")
+OPTIMIZERS = ("sgd", "adam", "adamw", "lbfgs", "newton")
+FULL_BATCH_SOLVERS = ("lbfgs", "newton")
 SCHEDULERS = ("none", "step", "cosine", "plateau")
 PRECISIONS = ("fp32", "fp64", "bf16", "fp16")
 DIST_BACKENDS = ("gloo", "nccl")

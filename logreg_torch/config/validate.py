@@ -14,6 +14,7 @@ from logreg_torch.config.schema import (
     _DEVICE,
     DATA_SOURCES,
     DIST_BACKENDS,
+    FULL_BATCH_SOLVERS,
     MODELS,
     OPTIMIZERS,
     PRECISIONS,
@@ -39,6 +40,7 @@ def validate(cfg: Config, origin: Where) -> None:
     _check_optim(c, cfg.optim)
     _check_train(c, cfg.train, cfg.optim)
     _check_log(c, cfg.log)
+    _check_newton(c, cfg)
 
 
 @dataclass
@@ -149,6 +151,7 @@ def _check_optim(c: _Checks, optim: OptimConfig) -> None:
     c.check(optim.max_iter >= 1, "optim.max_iter", ">= 1")
     c.check(non_negative(optim.tol), "optim.tol", ">= 0")
     c.check(optim.history_size >= 1, "optim.history_size", ">= 1")
+    c.check(positive(optim.lbfgs_lr), "optim.lbfgs_lr", "> 0")
 
 
 def _check_train(c: _Checks, train: TrainConfig, optim: OptimConfig) -> None:
@@ -158,9 +161,9 @@ def _check_train(c: _Checks, train: TrainConfig, optim: OptimConfig) -> None:
         "train.batch_size",
         "null (full batch) or >= 1",
     )
-    if optim.name == "lbfgs" and train.batch_size is not None:
+    if optim.name in FULL_BATCH_SOLVERS and train.batch_size is not None:
         raise ConfigError(
-            f"optim.name 'lbfgs' ({c.origin('optim.name')}) needs full-batch training but "
+            f"optim.name '{optim.name}' ({c.origin('optim.name')}) needs full-batch training but "
             f"train.batch_size is {train.batch_size} ({c.origin('train.batch_size')}); "
             f"set train.batch_size: null"
         )
@@ -183,6 +186,27 @@ def _check_train(c: _Checks, train: TrainConfig, optim: OptimConfig) -> None:
         "null (pick by device), gloo or nccl",
     )
     c.check(positive(train.dist_timeout), "train.dist_timeout", "> 0 seconds")
+
+
+def _check_newton(c: _Checks, cfg: Config) -> None:
+    """Newton needs a convex, twice-differentiable objective in full precision."""
+    if cfg.optim.name != "newton":
+        return
+    where = c.origin("optim.name")
+    if cfg.model.name != "logistic":
+        raise ConfigError(
+            f"optim.name 'newton' ({where}) needs model.name 'logistic' (a convex objective); "
+            f"model.name is '{cfg.model.name}' ({c.origin('model.name')}); use optim.name "
+            f"lbfgs or adam for the mlp")
+    if cfg.loss.l1:
+        raise ConfigError(
+            f"optim.name 'newton' ({where}) cannot take loss.l1 = {cfg.loss.l1} "
+            f"({c.origin('loss.l1')}): |w| has no second derivative at 0; use loss.l2, or "
+            f"optim.name adam / sgd for an l1 penalty")
+    if cfg.train.precision not in ("fp32", "fp64"):
+        raise ConfigError(
+            f"optim.name 'newton' ({where}) needs train.precision fp32 or fp64, got "
+            f"'{cfg.train.precision}' ({c.origin('train.precision')})")
 
 
 def _check_log(c: _Checks, log: LogConfig) -> None:
