@@ -9,39 +9,29 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from logreg_torch.checkpoint import load_checkpoint, resolve_checkpoint
 from logreg_torch.config import (
-    FULL_BATCH_SOLVERS,
     Config,
-    ConfigError,
     config_from_dict,
     config_to_yaml,
     save_config,
 )
-from logreg_torch.data import Prepared, Stream, prepare, prepare_streaming
-from logreg_torch.fullbatch import Rows, SolveState, solve_epoch
+from logreg_torch.fullbatch import Rows, solve_epoch
 from logreg_torch.loop import evaluate, train_one_epoch, train_one_epoch_streaming
-from logreg_torch.model import build_model
-from logreg_torch.objective import Objective, fast_path_applies, make_objective
 from logreg_torch.predict import predict_logits
 from logreg_torch.runs import (
     TAGS,
     Checkpoints,
-    Ending,
     FitResult,
     Progress,
     TrainingError,
     check_resume_fits,
     check_resume_name,
-    checkpoint_state,
     diverged,
     divergence,
     log_final,
@@ -57,8 +47,9 @@ from logreg_torch.runtime import (
     seed_everything,
     set_rng_state,
 )
-from logreg_torch.solvers import epoch_budget, make_optimizer, make_scheduler, step_scheduler
+from logreg_torch.solvers import epoch_budget, step_scheduler
 from logreg_torch.tracking import TensorBoardLogger
+from logreg_torch.training import Training, set_up
 
 
 def fit(cfg: Config, quiet: bool = True) -> FitResult:
@@ -107,7 +98,7 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
             cfg.train, resume=str(resolve_checkpoint(cfg.train.resume, prefer=("last.pt",)))))
         resume_state = load_checkpoint(cfg.train.resume)
         check_resume_name(cfg, resume_state)
-    t = _set_up(cfg, runtime)
+    t = set_up(cfg, runtime)
     t.timings["setup"] = time.perf_counter() - started - t.timings["data"]
     progress = Progress() if resume_state is None else _resume(t, resume_state)
     if resume_state is None:
@@ -134,117 +125,6 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
     timings["logging"] = time.perf_counter() - started - sum(timings.values())
     result.extra["timings"] = dict(timings)
     return result
-
-
-# ----------------------------------------------------------------------------- set up
-
-
-@dataclass
-class Training:
-    """Everything one fit trains with, built once from the config."""
-
-    cfg: Config
-    runtime: Runtime
-    data: Prepared
-    stream: Stream | None  # data.streaming: the training rows stay on disk
-    X: Tensor  # this rank's training rows on the device (empty when streaming)
-    y: Tensor
-    n_global: int  # training rows over all ranks
-    val: tuple[Tensor, Tensor]
-    test: tuple[Tensor, Tensor]
-    model: nn.Module
-    train_model: nn.Module  # the model, compiled and/or wrapped in DDP: the same parameters
-    objective: Objective
-    optimizer: torch.optim.Optimizer | None  # None for newton
-    scheduler: Any
-    scaler: torch.amp.GradScaler | None
-    # seconds spent so far: data, setup (the rest of _set_up), train (epochs), evaluate
-    timings: dict[str, float] = field(
-        default_factory=lambda: dict.fromkeys(("data", "setup", "train", "evaluate"), 0.0))
-    solve: SolveState = field(default_factory=SolveState)  # full-batch solvers
-    ending: Ending | None = None  # once the run has ended
-
-    @property
-    def solver(self) -> bool:
-        """A full-batch solver (lbfgs, newton): iterations, not epochs, are what it counts."""
-        return self.cfg.optim.name in FULL_BATCH_SOLVERS
-
-    def state(self, progress: Progress, epoch: int) -> dict[str, Any]:
-        return checkpoint_state(self.cfg, self.data, self.model, self.optimizer, self.scheduler,
-                                self.scaler, progress, epoch,
-                                None if self.ending is None else self.ending.as_dict())
-
-
-def _set_up(cfg: Config, runtime: Runtime) -> Training:
-    full_batch = cfg.train.batch_size is None or cfg.optim.name in FULL_BATCH_SOLVERS
-    # Full batch on the fast path: store X column-major (each feature contiguous). Both
-    # matrix-vector products then stream X at memory speed; row-major X makes torch.mv
-    # several times slower than one read of X. (Minibatches gather rows: row-major.)
-    column_major = fast_path_applies(cfg) and full_batch
-    world = runtime.world_size
-    # One process on the CPU: the data is read straight into that layout, with no second copy.
-    direct = column_major and world == 1 and runtime.device.type == "cpu"
-    started = time.perf_counter()
-    stream, data, n_global, train_targets = _load_data(cfg, runtime, full_batch, direct)
-    data_seconds = time.perf_counter() - started
-    train_rows = data.train if world == 1 else _shard(data.train, runtime.rank, world,
-                                                      not full_batch)
-    X, y = (t.to(runtime.device) for t in train_rows)
-    if column_major and not (X.dim() == 2 and X.stride(0) == 1):
-        X = X.t().contiguous().t()
-    val = tuple(t.to(runtime.device) for t in data.val)
-    test = tuple(t.to(runtime.device) for t in data.test)
-    model = build_model(cfg.model.name, len(data.feature_names), cfg.model.hidden,
-                        cfg.model.dropout, cfg.model.bias).to(device=runtime.device,
-                                                              dtype=runtime.dtype)
-    train_model = _train_model(model, cfg, runtime, full_batch)
-    # pos_weight "balanced" from the whole training split, the same on every rank
-    objective = make_objective(cfg, train_targets, runtime.device, runtime.dtype)
-    optimizer = make_optimizer(cfg, model)
-    scheduler = make_scheduler(cfg, optimizer)
-    scaler = (torch.amp.GradScaler(runtime.device.type)
-              if cfg.train.precision == "fp16" else None)
-    t = Training(cfg, runtime, data, stream, X, y, n_global, val, test, model, train_model,
-                 objective, optimizer, scheduler, scaler)
-    t.timings["data"] = data_seconds
-    return t
-
-
-def _load_data(cfg: Config, runtime: Runtime, full_batch: bool,
-               column_major: bool) -> tuple[Stream | None, Prepared, int, Tensor]:
-    """(stream or None, prepared splits, training rows over all ranks, training targets)."""
-    if not cfg.data.streaming:
-        data = prepare(cfg.data, cfg.train.seed, dtype=runtime.dtype, column_major=column_major)
-        return None, data, len(data.train[0]), data.train[1]
-    if runtime.world_size > 1 and not full_batch:
-        raise ConfigError("data.streaming under torchrun needs a full batch (optim.name=lbfgs "
-                          "or train.batch_size=null): DDP minibatches need equal steps on "
-                          "every rank")
-    stream, data = prepare_streaming(cfg.data, cfg.train.seed, dtype=runtime.dtype)
-    return stream, data, stream.n_train, torch.tensor(stream.y[stream.train], dtype=runtime.dtype)
-
-
-def _shard(pair: tuple[Tensor, Tensor], rank: int, world: int,
-           equal: bool) -> tuple[Tensor, Tensor]:
-    """Rows rank, rank + world, ... With ``equal`` (DDP minibatches, where every rank must take
-    the same number of steps) the short shards wrap around to the start, as
-    DistributedSampler pads; the full-batch path keeps the exact rows instead."""
-    X, y = pair
-    n = len(X)
-    size = -(-n // world) if equal else len(range(rank, n, world))
-    idx = (torch.arange(size) * world + rank) % max(n, 1)
-    return X[idx], y[idx]
-
-
-def _train_model(model: nn.Module, cfg: Config, runtime: Runtime, full_batch: bool) -> nn.Module:
-    train_model = torch.compile(model) if cfg.train.compile else model  # same parameters
-    if runtime.world_size > 1 and not full_batch:
-        from torch.nn.parallel import DistributedDataParallel
-
-        train_model = DistributedDataParallel(
-            train_model, device_ids=[runtime.device.index] if runtime.device.type == "cuda"
-            else None)
-    return train_model
 
 
 # ----------------------------------------------------------------------------- resume, run folder
