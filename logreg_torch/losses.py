@@ -20,8 +20,8 @@ Beyond torch: autocast of the probability version (computes and returns float32)
 ``label_smoothing`` as Keras defines it (targets become ``y * (1 - eps) + eps / 2``); the logits
 version rejects targets outside [0, 1] too (``check_range=False`` skips all range checks);
 gradients w.r.t. ``weight`` and ``pos_weight``. Deliberate difference: at p = 0 or 1 exactly,
-torch's gradient w.r.t. the *target* is +-inf (-logit(p) unclamped); ours is the derivative of
-the clamped loss it returns, +-100.
+torch's gradient w.r.t. the *target* is +-inf (-logit(p) unclamped); ours is the derivative of the
+clamped loss it returns, +-100.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from logreg_torch import losses_fast as _fast
-from logreg_torch.losses_fast import EPS, LOG_MIN
+from logreg_torch.torch_compat import assert_async, functorch_transforms_active, unwrap_functorch
 
 __all__ = [
     "REDUCTIONS",
@@ -54,18 +54,18 @@ REDUCTIONS = ("none", "mean", "sum")
 def _bce_loss(p: Tensor, y: Tensor) -> Tensor:
     # -log(corrected probability), each log clamped at -100 as torch does, so p = 0 or 1 gives
     # a finite loss. The same expression and order as torch's kernel, for bitwise-close results.
-    log_p = torch.log(p).clamp_min(LOG_MIN)
-    log_1mp = torch.log1p(-p).clamp_min(LOG_MIN)
+    log_p = torch.log(p).clamp_min(_fast.LOG_MIN)
+    log_1mp = torch.log1p(-p).clamp_min(_fast.LOG_MIN)
     return (y - 1) * log_1mp - y * log_p
 
 
 def _bce_grad_input(p: Tensor, y: Tensor) -> Tensor:
     # torch's floor on p(1-p) keeps it finite at p = 0 or 1
-    return (p - y) / ((1 - p) * p).clamp_min(EPS)
+    return (p - y) / ((1 - p) * p).clamp_min(_fast.EPS)
 
 
 def _bce_grad_target(p: Tensor) -> Tensor:
-    return torch.log1p(-p).clamp_min(LOG_MIN) - torch.log(p).clamp_min(LOG_MIN)
+    return torch.log1p(-p).clamp_min(_fast.LOG_MIN) - torch.log(p).clamp_min(_fast.LOG_MIN)
 
 
 def _bcel_loss(x: Tensor, y: Tensor, pw: Tensor | None) -> Tensor:
@@ -191,28 +191,28 @@ _probs_reference = functools.partial(_reference, "probs")
 _logits_reference = functools.partial(_reference, "logits")
 
 
-# Range checks. Real CPU tensors, eager (also in torch.func transforms, unwrapped first): a
-# host check whose one-line RuntimeError names the range found. Compile, export, CUDA, other
-# devices: one torch._assert_async for all the tensors, in the graph, no host sync (on CUDA it
-# raises at the next sync, as torch's own check does). Meta and fake tensors outside a trace,
-# or a torch.func transform under compile (no vmap rule): nothing to read, nothing checked.
+# Range checks. Real CPU tensors, eager (also in torch.func transforms, unwrapped first): a host
+# check whose one-line RuntimeError names the range found. Compile, export, CUDA, other devices:
+# one torch._assert_async for all the tensors, in the graph, no host sync (on CUDA it raises at the
+# next sync, as torch's own check does). Meta and fake tensors outside a trace, or a torch.func
+# transform under compile (no vmap rule): nothing to read, nothing checked.
 
 
 def _check_range(fn: str, *named: tuple[Tensor, str]) -> None:
     on_device = []
     for t, name in named:
         if not torch.compiler.is_compiling():
-            u = _fast.unwrap_functorch(t)
+            u = unwrap_functorch(t)
             if type(u) in _fast._PLAIN_TYPES and u.device.type == "cpu":
                 _fast.check_range_host(u, name, fn)
                 continue
-        elif torch._C._are_functorch_transforms_active():
+        elif functorch_transforms_active():
             return
         on_device.append((t, name))
     if on_device:  # one condition (False for a NaN too), one reduction, one assert
         ok = functools.reduce(operator.and_, [(t >= 0) & (t <= 1) for t, _ in on_device])
         names = " and ".join(name for _, name in on_device)
-        torch._assert_async(ok.all(), f"{fn}: all elements of {names} must be in [0, 1] (no NaN)")
+        assert_async(ok.all(), f"{fn}: all elements of {names} must be in [0, 1] (no NaN)")
 
 
 # Validation. Exception types follow torch's: ValueError for shapes and reduction,

@@ -17,9 +17,11 @@ import math
 import threading
 
 import torch
-import torch.autograd.forward_ad as _fw_ad
 from torch import Tensor, nn
-from torch.utils._python_dispatch import _get_current_dispatch_mode as _dispatch_mode
+
+from logreg_torch.torch_compat import LOG_SIGMOID_BACKWARD as _LOG_SIGMOID_GRAD
+from logreg_torch.torch_compat import LOG_SIGMOID_FORWARD as _LOG_SIGMOID
+from logreg_torch.torch_compat import tracing_or_transformed
 
 # torch clamps each log term here, so p = 0 or 1 gives a finite loss
 LOG_MIN = -100.0
@@ -30,11 +32,6 @@ EPS = 9.999999960041972e-13
 # cache and reuse freed heap memory, instead of a dozen full-size tensors, each paying page
 # faults for fresh memory (the dominant cost of eager elementwise code at 1e7 elements).
 _CHUNK = 1 << 19
-# log_sigmoid_forward(v) returns log(sigmoid(v)) and, on CPU, exp(-|v|) as a by-product;
-# log_sigmoid_backward turns that by-product into a sigmoid with one division. Together they
-# give the logits loss and its gradient from one exp and one log1p per element (see bcel_chunk).
-_LOG_SIGMOID = torch.ops.aten.log_sigmoid_forward.output
-_LOG_SIGMOID_GRAD = torch.ops.aten.log_sigmoid_backward.grad_input
 # Chunk-sized scratch tensors reused across calls, one set per thread: fresh memory for each
 # call costs page faults comparable to the arithmetic itself. Only this eager path fills it,
 # only with real CPU tensors it makes itself (the caller checks that no trace, fake tensor
@@ -191,21 +188,6 @@ def scratch_tensors(numel: int, dtype: torch.dtype) -> list[Tensor]:
         if numel <= _CHUNK and not tracing_or_transformed():
             cache[dtype] = bufs
     return [b[:numel] for b in bufs]
-
-
-def tracing_or_transformed() -> bool:
-    """True under torch.compile/export, a torch.func transform, forward AD or any dispatch or
-    torch-function mode (fake tensors, meta device contexts, profilers of ops)."""
-    return (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
-            or _fw_ad._current_level >= 0 or _dispatch_mode() is not None
-            or torch._C._is_torch_function_mode_enabled())
-
-
-def unwrap_functorch(t: Tensor) -> Tensor:
-    """The real tensor under torch.func's wrappers (itself when there are none)."""
-    while torch._C._functorch.is_functorch_wrapped_tensor(t):
-        t = torch._C._functorch.get_unwrapped(t)
-    return t
 
 
 def plain_cpu(*tensors: Tensor | None) -> bool:

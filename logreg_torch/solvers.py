@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from logreg_torch.config import Config
-from logreg_torch.lazy_dynamo import defer_dynamo_import
 from logreg_torch.newton import Iterate, SolveReport
+from logreg_torch.torch_compat import defer_dynamo_import
 
 
 def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer | None:

@@ -58,7 +58,7 @@ def test_losses_import_no_dynamo() -> None:
 @pytest.mark.parametrize("optim", ["lbfgs", "adam"])
 def test_training_without_metrics_or_compile_loads_no_heavy_module(tmp_path, optim) -> None:
     """A run with no held-out split computes no metrics; and nothing compiles. (Adam's and
-    SGD's ``step`` import torch._dynamo themselves: see logreg_torch/lazy_dynamo.py.)"""
+    SGD's ``step`` import torch._dynamo themselves: see logreg_torch/torch_compat.py.)"""
     batch = "null" if optim == "lbfgs" else "64"
     code = _cli("train", str(REPO / "configs" / "default.yaml"), "--quiet", "train.epochs=2",
                 f"optim.name={optim}", f"train.batch_size={batch}", "data.val_fraction=0",
@@ -76,7 +76,7 @@ def test_deferred_dynamo_is_exact_once_dynamo_is_loaded() -> None:
     ``torch._dynamo.disable`` as torch wires them, and still work."""
     code = """
 import torch
-from logreg_torch.lazy_dynamo import _torch_disabled_methods, defer_dynamo_import
+from logreg_torch.torch_compat import _torch_disabled_methods, defer_dynamo_import
 defer_dynamo_import()
 p = torch.nn.Parameter(torch.ones(3))
 opt = torch.optim.LBFGS([p])  # add_param_group, without dynamo

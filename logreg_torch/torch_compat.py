@@ -1,4 +1,13 @@
-"""Keep ``torch._dynamo`` (about 1 s of imports: dynamo, sympy, fx) out of runs that never compile.
+"""The one place that touches torch's internals (``torch._*``, ``torch.ops.aten``): small, named
+wrappers, so that a torch upgrade that moves one of them breaks here and nowhere else.
+
+- Keeping ``torch._dynamo`` out of runs that never compile (``defer_dynamo_import``).
+- What the losses ask before taking their eager fast path: is anything tracing or transforming
+  (``tracing_or_transformed``), the real tensor under torch.func's wrappers
+  (``unwrap_functorch``), an in-graph assert (``assert_async``), and the aten log-sigmoid
+  kernels with ``out=`` buffers.
+
+Keep ``torch._dynamo`` (about 1 s of imports: dynamo, sympy, fx) out of runs that never compile.
 
 Several methods of ``torch.optim.Optimizer`` (``add_param_group``, called by every optimizer's
 constructor, ``zero_grad``, ``state_dict``, ``load_state_dict``) are wrapped by torch's internal
@@ -22,6 +31,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as _fw_ad
+from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode as _dispatch_mode
 
 _HOOK = "__dynamo_disable"  # the attribute torch._compile._disable_dynamo caches on fn
 _done = False
@@ -63,3 +75,37 @@ def defer_dynamo_import() -> None:
         if getattr(fn, _HOOK, None) is None:  # not yet called: torch has cached nothing
             setattr(fn, _HOOK, _lazy_disable(fn))
     _done = True
+
+
+# ----------------------------------------------------------------------------- for the losses
+
+# log_sigmoid_forward(v) returns log(sigmoid(v)) and, on CPU, exp(-|v|) as a by-product;
+# log_sigmoid_backward turns that by-product into a sigmoid with one division (see
+# losses_fast.bcel_chunk). The ``out=`` overloads write into reused scratch tensors.
+LOG_SIGMOID_FORWARD = torch.ops.aten.log_sigmoid_forward.output
+LOG_SIGMOID_BACKWARD = torch.ops.aten.log_sigmoid_backward.grad_input
+
+
+def functorch_transforms_active() -> bool:
+    """Inside a torch.func transform (grad, vmap, jvp, ...)."""
+    return torch._C._are_functorch_transforms_active()
+
+
+def tracing_or_transformed() -> bool:
+    """True under torch.compile/export, a torch.func transform, forward AD or any dispatch or
+    torch-function mode (fake tensors, meta device contexts, profilers of ops)."""
+    return (torch.compiler.is_compiling() or functorch_transforms_active()
+            or _fw_ad._current_level >= 0 or _dispatch_mode() is not None
+            or torch._C._is_torch_function_mode_enabled())
+
+
+def unwrap_functorch(t: Tensor) -> Tensor:
+    """The real tensor under torch.func's wrappers (itself when there are none)."""
+    while torch._C._functorch.is_functorch_wrapped_tensor(t):
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
+
+
+def assert_async(condition: Tensor, message: str) -> None:
+    """An assert that stays on the device and in a compiled graph: no host sync."""
+    torch._assert_async(condition, message)
