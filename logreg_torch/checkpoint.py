@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from logreg_torch.interrupts import critical
+
 FORMAT = "logreg_torch/1"
 REQUIRED = ("format", "model", "model_args", "config", "epoch", "step", "preprocessing",
             "label_map", "feature_names")
@@ -27,17 +29,20 @@ def atomic_write(path: str | Path, write) -> None:
     on POSIX and Windows when both names are on one file system.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Ctrl-C waits for the write to finish: cut inside torch.save, the zip writer's own
+    # clean-up fails and turns the interrupt into a RuntimeError (exit 1, not 130).
+    with critical():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def _umask() -> int:

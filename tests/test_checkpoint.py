@@ -118,3 +118,37 @@ def test_pickled_code_is_never_run(tmp_path) -> None:
     with pytest.raises(CheckpointError):
         load_checkpoint(path)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_ctrl_c_during_a_checkpoint_write_waits_for_the_complete_file(tmp_path,
+                                                                       monkeypatch) -> None:
+    # A real SIGINT lands in the middle of torch.save's writes. Cut there, torch's zip writer
+    # fails in its own clean-up and the interrupt becomes a RuntimeError (exit 1): the write
+    # must finish, the file must be complete, and only then the KeyboardInterrupt comes.
+    import signal
+
+    from logreg_torch.interrupts import handle_sigint
+
+    state = {"model": {"w": torch.arange(100_000.0)}, "epoch": 3}
+    path = tmp_path / "last.pt"
+    sent = []
+    real_save = torch.save
+
+    def save_with_sigint(obj, f, *args, **kwargs):
+        real_write = f.write
+
+        def write(data):
+            if not sent:
+                sent.append(1)
+                signal.raise_signal(signal.SIGINT)
+            return real_write(data)
+
+        f.write = write
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_with_sigint)
+    with handle_sigint(), pytest.raises(KeyboardInterrupt):
+        save_checkpoint(state, path)
+    monkeypatch.undo()
+    assert sent == [1]
+    assert torch.equal(torch.load(path, weights_only=True)["model"]["w"], state["model"]["w"])
