@@ -105,9 +105,11 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
         progress.first_loss = _initial_loss(t)
     run_dir = _run_dir(cfg, runtime, resumed=resume_state is not None)
     # A resume goes on in the same run (one folder, one run in TensorBoard), from the step
-    # after its checkpoint's epoch.
+    # after its checkpoint's: an epoch, or for a full-batch solver (whose curves are per
+    # iteration) an iteration.
+    resumed_at = progress.step if t.solver else progress.epoch
     logger = TensorBoardLogger(run_dir, enabled=runtime.is_main,
-                               purge_step=None if resume_state is None else progress.epoch + 1)
+                               purge_step=None if resume_state is None else resumed_at + 1)
     if resume_state is None:
         logger.log_custom_scalars_layout()
         logger.log_text("config", "```\n" + config_to_yaml(cfg) + "\n```")

@@ -211,3 +211,21 @@ def test_newton_with_pos_weight_and_l2_matches_sklearn(tmp_path) -> None:
     w = result.model.linear.weight.detach()[0].numpy()
     np.testing.assert_allclose(w, ref.coef_[0], rtol=1e-7, atol=1e-9)
     assert result.ending.kind == "converged" and result.ending.iterations <= 15
+
+
+def test_a_resumed_solve_keeps_the_curve_of_its_first_iterations(tmp_path) -> None:
+    # A resume purges the points after its checkpoint's step. A full-batch solver's x axis is
+    # the iteration, not the epoch: purging from epoch + 1 would erase most of the first run's
+    # descent (seen: 31 scalars dropped, train/loss steps [0, 1, 12] left).
+    base = ["optim.name=lbfgs", "train.batch_size=null", "optim.tol=0", "optim.max_iter=40",
+            "optim.fp64_finish=false", "log.histogram_every=0", f"log.run_dir={tmp_path / 'r'}"]
+    first = fit(load_config(CONFIGS / "default.yaml", [*base, "train.epochs=2"]))
+    before = int(first.history[-1]["step"])
+    assert before > 3  # the first run took several iterations: there is a curve to keep
+    fit(load_config(CONFIGS / "default.yaml",
+                    [*base, "train.epochs=4", f"train.resume={tmp_path / 'r' / 'last.pt'}"]))
+    acc = ea.EventAccumulator(str(tmp_path / "r"))
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("train/loss")]
+    assert steps == list(range(len(steps)))  # one point per iteration, none lost or doubled
+    assert steps[-1] > before
