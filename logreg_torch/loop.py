@@ -97,7 +97,11 @@ def train_one_epoch(
 
 def _batches(n: int, batch_size: int | None, epoch_seed: int,
              device: torch.device) -> list[Tensor | None]:
-    """Row indices of each minibatch (a seeded permutation), or [None] for the full batch."""
+    """Row indices of each minibatch (a seeded permutation), or [None] for the full batch.
+
+    The permutation is drawn by the CPU generator on every device, so that a run takes its
+    batches in the same order on a CPU and on a GPU (and every rank the same order), and goes
+    to the device in one copy an epoch; the batches are views of it, gathered there."""
     if batch_size is None:
         return [None]  # no indexing copy at all
     gen = torch.Generator().manual_seed(epoch_seed)
@@ -230,6 +234,13 @@ def stream_closure(model: nn.Module, optimizer: torch.optim.Optimizer, objective
     return closure
 
 
+# A split of up to this many rows is scored on the host when the model is on a GPU: one copy
+# of its probabilities and targets costs less than the metrics' kernels there (a launch each,
+# and a host sync in several: sorting, bucketing). gpu_check times both sides of it:
+# configs/default.yaml (200 validation rows) and configs/lbfgs.yaml on 1e6 rows.
+HOST_METRICS_ROWS = 1 << 16
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, objective: Objective, X: Tensor, y: Tensor,
              runtime: Runtime | None = None) -> dict[str, float]:
@@ -239,5 +250,9 @@ def evaluate(model: nn.Module, objective: Objective, X: Tensor, y: Tensor,
     if len(X) == 0:
         return {}
     logits = predict_logits(model, X, runtime)
-    loss = float(objective.data_loss(logits, y))
-    return {"loss": loss, **binary_metrics(torch.sigmoid(logits), y)}
+    loss = objective.data_loss(logits, y).reshape(1).to(logits.dtype)
+    probs = torch.sigmoid(logits)
+    if probs.is_cuda and len(probs) <= HOST_METRICS_ROWS:
+        n = len(probs)
+        loss, probs, y = torch.cat([loss, probs, y.to(probs.dtype)]).cpu().split([1, n, n])
+    return {"loss": float(loss), **binary_metrics(probs, y)}

@@ -177,7 +177,8 @@ def _check_train(c: _Checks, train: TrainConfig, optim: OptimConfig) -> None:
         train.grad_clip is None or positive(train.grad_clip), "train.grad_clip", "null (off) or > 0"
     )
     c.choice("train.precision", PRECISIONS)
-    c.check(bool(_DEVICE.fullmatch(train.device)), "train.device", "auto, cpu, cuda or cuda:N")
+    c.check(bool(_DEVICE.fullmatch(train.device)), "train.device",
+            "auto, cpu, cuda, cuda:N or mps")
     c.check(0 <= train.seed < 2**32, "train.seed", "in [0, 2**32)")
     c.check(train.checkpoint_every >= 1, "train.checkpoint_every", ">= 1")
     c.check(
