@@ -265,7 +265,8 @@ def test_cuda_jobs_default_to_nccl_and_a_bad_device_never_joins(joined, monkeypa
 def test_a_cpu_process_keeps_the_cpu_rng_only_and_touches_no_gpu(monkeypatch) -> None:
     # torch.cuda.get_rng_state_all() starts CUDA on every GPU: a CPU run on a GPU machine must
     # not pay for that at each checkpoint.
-    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)  # this run never used it
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("started CUDA"))
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda *a: pytest.fail("started CUDA"))
     state = rng_state()
