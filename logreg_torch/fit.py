@@ -270,7 +270,7 @@ def _train_epoch(t: Training, progress: Progress, epoch: int,
         return train_one_epoch_streaming(t.train_model, t.optimizer, t.objective, t.stream,
                                          **epoch_args)
     return train_one_epoch(t.train_model, t.optimizer, t.objective, t.X, t.y,
-                           n_global=t.n_global, **epoch_args)
+                           n_global=t.n_global, step_graph=t.step_graph, **epoch_args)
 
 
 def _initial_loss(t: Training) -> float | None:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from logreg_torch.data import Stream, stream_batch
+from logreg_torch.graphs import StepGraph
 from logreg_torch.objective import Objective
 from logreg_torch.predict import predict_logits
 from logreg_torch.runtime import Runtime, autocast
@@ -52,9 +53,11 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     on_step=None,
     n_global: int | None = None,
+    step_graph: StepGraph | None = None,
 ) -> tuple[float, float]:
     """One pass over (X, y), already on the device. Returns (mean data loss over all ranks,
-    gradient norm at the last step).
+    gradient norm at the last step). ``step_graph`` (train.cuda_graphs) runs the minibatch
+    steps as a replayed CUDA graph.
 
     Minibatches are slices of a seeded permutation of the rows: no per-sample DataLoader.
     Distributed minibatch training syncs gradients through DDP (``model`` is wrapped); a
@@ -71,8 +74,15 @@ def train_one_epoch(
     sharded = runtime.distributed and full_batch and not isinstance(
         model, nn.parallel.DistributedDataParallel)
     share = (n / n_global if n_global else 1.0) if sharded else None
-    total = torch.zeros((), device=X.device, dtype=torch.float64)
+    graphed = None if full_batch else step_graph
+    total = (graphed.total.zero_() if graphed is not None
+             else torch.zeros((), device=X.device, dtype=torch.float64))
     for idx in _batches(n, None if full_batch else batch_size, epoch_seed, X.device):
+        if graphed is not None:  # the same step, replayed; it adds to total itself
+            graphed.step(idx)
+            if on_step is not None:
+                on_step()
+            continue
         # index_select: a row gather, several times faster than X[idx] for a batch of rows
         xb, yb = (X, y) if idx is None else (X.index_select(0, idx), y.index_select(0, idx))
         closure = _batch_closure(model, optimizer, objective, xb, yb, runtime, scaler, share)

@@ -21,7 +21,7 @@ def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer | Non
     o = cfg.optim
     defer_dynamo_import()  # no torch._dynamo import (~1 s) for a run that never compiles
     params = list(model.parameters())
-    kernels = kernel_options(params)
+    kernels = kernel_options(params, capturable=cfg.train.cuda_graphs)
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                                **kernels)
@@ -39,14 +39,15 @@ def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer | Non
                              tolerance_change=_EXACT_STALL, line_search_fn="strong_wolfe")
 
 
-def kernel_options(params: list[torch.Tensor]) -> dict[str, bool]:
+def kernel_options(params: list[torch.Tensor], capturable: bool = False) -> dict[str, bool]:
     """How SGD / Adam / AdamW run their update. On CUDA: torch's fused kernel, one launch for
     every parameter's update with the step count kept on the device (the default, foreach,
     launches several kernels per step and keeps the count on the host); it also takes
     GradScaler's unscale and inf check into the kernel, so an fp16 step makes no host sync.
+    ``capturable`` (train.cuda_graphs): the update may be captured in a CUDA graph.
     On the CPU: torch's default, so that CPU results stay bit for bit what they were."""
     if params and all(p.is_cuda for p in params):
-        return {"fused": True}
+        return {"fused": True, "capturable": True} if capturable else {"fused": True}
     return {}
 
 

@@ -352,7 +352,14 @@ def test_ctrl_c_returns_130_and_says_how_to_resume(tmp_path, monkeypatch, capsys
 
 def test_console_script_help() -> None:
     script = Path(sys.executable).with_name("logreg-torch")
-    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    # Where the project is used from PYTHONPATH, not installed (a GPU machine's check, say),
+    # there is no script: the entry point pyproject.toml names is called as the script would.
+    entry = ("import sys; from logreg_torch.cli import console_main; "
+             "console_main(sys.argv[1:])")
+    command = [str(script)] if script.exists() else [sys.executable, "-c", entry]
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert 'logreg-torch = "logreg_torch.cli:console_main"' in pyproject
+    done = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     for command in ("train", "evaluate", "predict", "config", "explain"):
         assert command in done.stdout

@@ -83,6 +83,9 @@ class TrainConfig:
     resume: str | None = None  # path to a last.pt / best.pt
     fast_path: bool = True  # fused linear+loss kernels when they apply
     compile: bool = False  # torch.compile the model
+    # CUDA: capture the minibatch step (gather, loss, backward, adam/adamw update) once in a
+    # CUDA graph and replay it every step (logreg_torch.graphs)
+    cuda_graphs: bool = False
     dist_backend: str | None = None  # gloo | nccl; null = pick by device
     dist_timeout: float = 300.0  # seconds before a collective gives up
 
