@@ -72,8 +72,9 @@ def resolve_device(name: str) -> torch.device:
                 f"(--nproc_per_node={count}) or use train.device=cpu")
         return torch.device("cuda", local_rank)
     if device.index >= count:
+        valid = "cuda:0" if count == 1 else f"one of cuda:0..cuda:{count - 1}"
         raise ConfigError(f"train.device={name!r} but this machine has {machine_devices()}; "
-                          f"use train.device=cuda or one of cuda:0..cuda:{count - 1}")
+                          f"use train.device=cuda or {valid}")
     if local_world > 1:
         raise ConfigError(
             f"train.device={name!r} under torchrun with {local_world} processes on this node: "

@@ -137,3 +137,20 @@ def test_the_default_step_runs_its_commands_and_compares_the_runs(tmp_path, monk
         assert run["last"]["epoch"] == 1 and "val/roc_auc" in run["last"]
     assert "train.device=cpu" in figures["runs"]["cpu"][0]["command"]
     assert "| default | ok |" in (tmp_path / "summary.md").read_text()
+
+
+def test_the_readmes_command_runs_as_written(tmp_path) -> None:
+    import os
+    import shlex
+    import subprocess
+
+    section = (REPO / "README.md").read_text().split("\n## GPU\n", 1)[1].split("\n## ", 1)[0]
+    line = section.split("```bash\n", 1)[1].split("```", 1)[0].strip()
+    words = shlex.split(line, comments=True)
+    assert words[:3] == ["PYTHONPATH=$PWD", "python3", "scripts/gpu_check.py"], words
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = tmp_path / words[-1]
+    done = subprocess.run([sys.executable, *words[2:-1], str(out), "--dry-run"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "deadline: 470 s for all steps"

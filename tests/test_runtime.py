@@ -132,7 +132,7 @@ BAD = {
     # (GPUs, torchrun (local rank, local world) or None, train.device, what the line says)
     "cuda:3 on one GPU": (H200, None, "cuda:3", [
         "train.device='cuda:3' but this machine has cpu and 1 CUDA device (cuda:0 NVIDIA H200)",
-        "cuda:0..cuda:0"]),
+        "use train.device=cuda or cuda:0"]),
     "cuda on a CPU-only machine": ([], None, "cuda", [
         "train.device='cuda' but this machine has no CUDA device: cpu only", "train.device=cpu"]),
     "mps where there is none": (H200, None, "mps", [
@@ -195,6 +195,17 @@ def test_the_train_command_says_it_in_one_line_and_exits_2(monkeypatch, tmp_path
     assert out == "" and len(err.splitlines()) == 1, err
     assert err.startswith(f"error: train.device='{device}' ") and "cuda:0 NVIDIA H200" in err
     assert not (tmp_path / "runs").exists() and gpus.calls == []
+
+
+def test_the_readmes_example_is_what_the_command_prints(monkeypatch, tmp_path, capsys) -> None:
+    section = (REPO / "README.md").read_text().split("\n## GPU\n", 1)[1].split("\n## ", 1)[0]
+    command, shown = section.split("```text\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    FakeGPUs(monkeypatch, H200)  # the machine of the example: one H200
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(REPO / "configs")
+    words = command.removeprefix("$ ").split()
+    assert words[0] == "logreg-torch" and cli.main(words[1:]) == 2
+    assert capsys.readouterr().err.strip() == shown
 
 
 @pytest.mark.slow
