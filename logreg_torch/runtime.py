@@ -98,7 +98,7 @@ def machine_devices() -> str:
     mps = " and an MPS device" if torch.backends.mps.is_available() else ""
     if count == 0:
         if torch.version.cuda is None:
-            why = f"torch {torch.__version__} is built without CUDA"
+            why = f"torch {torch.version.__version__} is built without CUDA"
         elif os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
             why = f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r} hides every GPU"
         else:

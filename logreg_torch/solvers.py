@@ -51,6 +51,22 @@ def kernel_options(params: list[torch.Tensor], capturable: bool = False) -> dict
     return {}
 
 
+_KERNEL_KEYS = ("fused", "foreach", "capturable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)``, keeping this run's kernel options. A checkpoint
+    holds the flags of the device it was written on, and torch would restore them: a GPU run
+    resumed on the CPU would step with the fused CPU kernel (not the CPU default), a CPU run
+    resumed on a GPU with the unfused one, and with train.cuda_graphs its capture would fail
+    (not capturable). Torch also places the step counts by these flags (on the device for
+    fused and capturable steps)."""
+    options = [{k: g[k] for k in _KERNEL_KEYS if k in g} for g in optimizer.param_groups]
+    groups = [{**saved, **mine} for saved, mine in zip(state["param_groups"], options,
+                                                       strict=True)]
+    optimizer.load_state_dict({**state, "param_groups": groups})
+
+
 def make_scheduler(cfg: Config, optimizer: torch.optim.Optimizer | None):
     o = cfg.optim
     if optimizer is None:

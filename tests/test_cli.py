@@ -429,9 +429,11 @@ def test_summary_bad_input_is_one_line_exit_2(run_dir, tmp_path, capsys) -> None
     assert "holds an mlp model" in one_error_line(capsys)
     # breast_cancer on all 30 features, 80% of the rows, no penalty: the classes separate
     sep = tmp_path / "sep"
+    # on the CPU on every machine: Newton on separable data walks to the edge of float64
     assert cli.main(["train", str(DEFAULT), "data.source=breast_cancer", "optim.name=newton",
                      "train.batch_size=null", "train.epochs=1", "train.precision=fp64",
-                     f"log.run_dir={sep}", "log.histogram_every=0", "--quiet"]) == 0
+                     f"log.run_dir={sep}", "log.histogram_every=0", "train.device=cpu",
+                     "--quiet"]) == 0
     assert cli.main(["summary", str(sep)]) == 2
     line = one_error_line(capsys)
     assert line.startswith("error: perfect separation: coefficient of '") and "diverges" in line
@@ -452,6 +454,9 @@ def test_readme_summary_example_prints_what_the_readme_shows(tmp_path, monkeypat
     assert commands[0].startswith("logreg-torch train configs/newton.yaml")
     assert commands[1].startswith("logreg-torch summary runs/newton")
     monkeypatch.chdir(tmp_path)
+    # The README shows the CPU's output: its last line holds max|grad| at float64's noise
+    # floor, which a GPU's sums round otherwise. The commands run as written, on the CPU.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "newton.yaml").write_text(
         (REPO / "configs" / "newton.yaml").read_text())

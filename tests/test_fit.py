@@ -263,11 +263,17 @@ def test_a_cuda_checkpoint_resumes_on_the_cpu_and_serves_the_cpu_commands(tmp_pa
         assert report[key] == pytest.approx(gpu.best[f"val/{key}"], rel=1e-5, abs=1e-6), key
     assert cli.main(["summary", str(gpu.run_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["coefficients"][0]["name"] == "intercept"
-    # TINY trains on the CPU: the GPU run goes on there, optimizer state and all.
+    # TINY trains on the CPU: the GPU run goes on there, optimizer state and all, with the
+    # CPU's default Adam rather than the GPU's fused kernel.
+    def fused() -> bool:
+        return load_checkpoint(gpu.run_dir / "last.pt")["optimizer"]["param_groups"][0]["fused"]
+
+    assert fused() is True
     resumed = fit(load_config(None, [*TINY, "train.epochs=3",
                                      f"train.resume={gpu.run_dir / 'last.pt'}"]))
     assert {p.device.type for p in resumed.model.parameters()} == {"cpu"}
     assert len(resumed.history) == 3 and resumed.history[:2] == gpu.history
+    assert not fused()
 
 
 @pytest.mark.cuda

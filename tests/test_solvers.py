@@ -17,7 +17,7 @@ from test_fit import (  # tests/ is on sys.path under pytest
 from logreg_torch.checkpoint import load_checkpoint
 from logreg_torch.config import load_config
 from logreg_torch.data import prepare
-from logreg_torch.solvers import kernel_options, make_optimizer
+from logreg_torch.solvers import kernel_options, load_optimizer_state, make_optimizer
 from logreg_torch.train import (
     fit,
     predict_proba,
@@ -131,3 +131,23 @@ def test_cuda_optimizers_are_fused_and_step_as_torchs_default(name) -> None:
     for a, b in zip(model.parameters(), reference.parameters(), strict=True):
         # one kernel against torch's foreach ops: the same update, rounded in another order
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_a_resume_keeps_this_devices_kernels_not_the_checkpoints() -> None:
+    # A checkpoint written by a GPU run holds fused (and, with train.cuda_graphs, capturable)
+    # Adam groups; resumed on the CPU the optimizer must stay torch's CPU default, with the
+    # moments and step count of the checkpoint.
+    torch.manual_seed(0)
+    gpu_like = torch.optim.Adam(torch.nn.Linear(3, 1).parameters(), lr=0.1)
+    gpu_like.param_groups[0]["params"][0].grad = torch.ones(1, 3)
+    gpu_like.param_groups[0]["params"][1].grad = torch.ones(1)
+    gpu_like.step()
+    saved = gpu_like.state_dict()
+    for group in saved["param_groups"]:
+        group.update(fused=True, capturable=True)
+    cpu = make_optimizer(load_config(None, ["optim.lr=0.1"]), torch.nn.Linear(3, 1))
+    load_optimizer_state(cpu, saved)
+    group = cpu.param_groups[0]
+    assert not group["fused"] and not group["capturable"] and group["lr"] == 0.1
+    for mine, theirs in zip(cpu.state.values(), saved["state"].values(), strict=True):
+        assert torch.equal(mine["exp_avg"], theirs["exp_avg"]) and float(mine["step"]) == 1.0
