@@ -15,7 +15,7 @@ cut short still leaves what it did. The steps:
   (``train.device`` auto) and with ``train.device=cpu``, interleaved: exit codes, seconds by
   stage, whole-process seconds, and the final validation metrics of the two compared;
 - cuda.yaml: ``configs/cuda.yaml --timings``: train-stage samples/s, and the steady rate from
-  the difference of a 10- and a 30-epoch run; the same with ``train.cuda_graphs=true``;
+  the difference of a 10- and a 20-epoch run; the same with ``train.cuda_graphs=true``;
 - cuda-tests, suite: the CUDA-marked tests, then every other test (pytest-xdist over the CPU
   cores, pytest-timeout per test when installed, JUnit XML, a line per test in the log);
 - profile: where the seconds of ``train configs/default.yaml`` go on the GPU and on the CPU
@@ -73,29 +73,29 @@ def child(name: str, out: Path, *args: str) -> list[str]:
             *args]
 
 
-def plan(out: Path, workers: int, overrides: tuple[str, ...] = (), rounds: int = 3
+def plan(out: Path, workers: int, overrides: tuple[str, ...] = (), rounds: int = 2
          ) -> list[Step]:
     """The steps in the order they run. ``overrides`` go to every training run (tests pass
     ``train.epochs=1``); ``rounds``: default.yaml runs on each device."""
     extra = [f"--override={o}" for o in overrides] + [f"--rounds={rounds}"]
     return [
         Step("env", child("env", out), 30, needs_cuda=False, what="versions, GPUs, cores"),
-        Step("default", child("default", out, *extra), 75,
+        Step("default", child("default", out, *extra), 60,
              what="default.yaml: GPU vs train.device=cpu"),
-        Step("cuda.yaml", child("cuda.yaml", out, *extra), 60,
+        Step("cuda.yaml", child("cuda.yaml", out, *extra), 70,
              what="cuda.yaml: train samples/s, eager and CUDA graphs"),
-        Step("cuda-tests", pytest_command(out, "cuda-tests", "cuda", min(workers, 4)), 110,
+        Step("cuda-tests", pytest_command(out, "cuda-tests", "cuda", min(workers, 4)), 100,
              what="the CUDA-marked tests"),
         Step("suite", pytest_command(out, "suite", "not cuda", workers), 240, needs_cuda=False,
              what="every other test"),
-        Step("profile", child("profile", out, *extra), 40, what="cProfile, importtime, "
+        Step("profile", child("profile", out, *extra), 45, what="cProfile, importtime, "
              "torch.profiler"),
-        Step("lbfgs-1e6", child("lbfgs-1e6", out, *extra), 35,
+        Step("lbfgs-1e6", child("lbfgs-1e6", out, *extra), 30,
              what="lbfgs.yaml on 1e6 x 100 rows"),
         Step("bench-losses", [sys.executable, str(REPO / "scripts" / "bench_losses.py"),
-                              "--device", "cuda"], 45, what="the losses' GPU rows"),
+                              "--device", "cuda"], 40, what="the losses' GPU rows"),
         Step("bench-training", [sys.executable, str(REPO / "scripts" / "benchmark.py"),
-                                "--device", "cuda", "--quick"], 45,
+                                "--device", "cuda", "--quick"], 40,
              what="the training benchmark's GPU rows"),
     ]
 
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     parser.add_argument("--override", action="append", default=[],
                         help="key=value for every training run (e.g. train.epochs=1)")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=2,
                         help="default.yaml runs on each device, interleaved")
     parser.add_argument("--allow-cpu", action="store_true",
                         help="run the GPU steps without a GPU too (their runs are then CPU "
