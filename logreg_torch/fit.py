@@ -47,7 +47,7 @@ from logreg_torch.runtime import (
     seed_everything,
     set_rng_state,
 )
-from logreg_torch.solvers import epoch_budget, step_scheduler
+from logreg_torch.solvers import epoch_budget, load_optimizer_state, step_scheduler
 from logreg_torch.tracking import TensorBoardLogger
 from logreg_torch.training import Training, set_up
 
@@ -136,7 +136,7 @@ def _resume(t: Training, state: dict) -> Progress:
     check_resume_fits(state, t.cfg, len(t.data.feature_names))
     t.model.load_state_dict(state["model"])
     if t.optimizer is not None:
-        t.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(t.optimizer, state["optimizer"])  # this device's kernels
     if t.scheduler is not None and state.get("scheduler") is not None:
         t.scheduler.load_state_dict(state["scheduler"])
     if t.scaler is not None and state.get("scaler") is not None:
@@ -270,7 +270,7 @@ def _train_epoch(t: Training, progress: Progress, epoch: int,
         return train_one_epoch_streaming(t.train_model, t.optimizer, t.objective, t.stream,
                                          **epoch_args)
     return train_one_epoch(t.train_model, t.optimizer, t.objective, t.X, t.y,
-                           n_global=t.n_global, **epoch_args)
+                           n_global=t.n_global, step_graph=t.step_graph, **epoch_args)
 
 
 def _initial_loss(t: Training) -> float | None:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from logreg_torch.data import Stream, stream_batch
+from logreg_torch.graphs import StepGraph
 from logreg_torch.objective import Objective
 from logreg_torch.predict import predict_logits
 from logreg_torch.runtime import Runtime, autocast
@@ -52,9 +53,11 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     on_step=None,
     n_global: int | None = None,
+    step_graph: StepGraph | None = None,
 ) -> tuple[float, float]:
     """One pass over (X, y), already on the device. Returns (mean data loss over all ranks,
-    gradient norm at the last step).
+    gradient norm at the last step). ``step_graph`` (train.cuda_graphs) runs the minibatch
+    steps as a replayed CUDA graph.
 
     Minibatches are slices of a seeded permutation of the rows: no per-sample DataLoader.
     Distributed minibatch training syncs gradients through DDP (``model`` is wrapped); a
@@ -71,8 +74,15 @@ def train_one_epoch(
     sharded = runtime.distributed and full_batch and not isinstance(
         model, nn.parallel.DistributedDataParallel)
     share = (n / n_global if n_global else 1.0) if sharded else None
-    total = torch.zeros((), device=X.device, dtype=torch.float64)
+    graphed = None if full_batch else step_graph
+    total = (graphed.total.zero_() if graphed is not None
+             else torch.zeros((), device=X.device, dtype=torch.float64))
     for idx in _batches(n, None if full_batch else batch_size, epoch_seed, X.device):
+        if graphed is not None:  # the same step, replayed; it adds to total itself
+            graphed.step(idx)
+            if on_step is not None:
+                on_step()
+            continue
         # index_select: a row gather, several times faster than X[idx] for a batch of rows
         xb, yb = (X, y) if idx is None else (X.index_select(0, idx), y.index_select(0, idx))
         closure = _batch_closure(model, optimizer, objective, xb, yb, runtime, scaler, share)
@@ -97,7 +107,11 @@ def train_one_epoch(
 
 def _batches(n: int, batch_size: int | None, epoch_seed: int,
              device: torch.device) -> list[Tensor | None]:
-    """Row indices of each minibatch (a seeded permutation), or [None] for the full batch."""
+    """Row indices of each minibatch (a seeded permutation), or [None] for the full batch.
+
+    The permutation is drawn by the CPU generator on every device, so that a run takes its
+    batches in the same order on a CPU and on a GPU (and every rank the same order), and goes
+    to the device in one copy an epoch; the batches are views of it, gathered there."""
     if batch_size is None:
         return [None]  # no indexing copy at all
     gen = torch.Generator().manual_seed(epoch_seed)
@@ -230,6 +244,13 @@ def stream_closure(model: nn.Module, optimizer: torch.optim.Optimizer, objective
     return closure
 
 
+# A split of up to this many rows is scored on the host when the model is on a GPU: one copy
+# of its probabilities and targets costs less than the metrics' kernels there (a launch each,
+# and a host sync in several: sorting, bucketing). gpu_check times both sides of it:
+# configs/default.yaml (200 validation rows) and configs/lbfgs.yaml on 1e6 rows.
+HOST_METRICS_ROWS = 1 << 16
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, objective: Objective, X: Tensor, y: Tensor,
              runtime: Runtime | None = None) -> dict[str, float]:
@@ -239,5 +260,9 @@ def evaluate(model: nn.Module, objective: Objective, X: Tensor, y: Tensor,
     if len(X) == 0:
         return {}
     logits = predict_logits(model, X, runtime)
-    loss = float(objective.data_loss(logits, y))
-    return {"loss": loss, **binary_metrics(torch.sigmoid(logits), y)}
+    loss = objective.data_loss(logits, y).reshape(1).to(logits.dtype)
+    probs = torch.sigmoid(logits)
+    if probs.is_cuda and len(probs) <= HOST_METRICS_ROWS:
+        n = len(probs)
+        loss, probs, y = torch.cat([loss, probs, y.to(probs.dtype)]).cpu().split([1, n, n])
+    return {"loss": float(loss), **binary_metrics(probs, y)}

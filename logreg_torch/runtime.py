@@ -34,27 +34,97 @@ class Runtime:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without it is a config error."""
+    """The device this process runs on for ``train.device=name``; always with an index for CUDA
+    (``torch.cuda.set_device`` takes no bare ``cuda``).
+
+    - ``cpu``; ``mps`` (Apple's GPU);
+    - ``cuda``: the first visible GPU (``CUDA_VISIBLE_DEVICES`` says which are visible), or under
+      torchrun ``cuda:<LOCAL_RANK>``: one process per GPU;
+    - ``cuda:N``: GPU N; under torchrun only with one process on this node (two processes
+      cannot share one GPU in NCCL);
+    - ``auto``: ``cuda`` when there is a GPU for every process on this node, else the CPU.
+
+    A device this machine lacks is a ConfigError naming the setting and what the machine has.
+    """
+    local_rank, local_world = local_process()
+    if name == "cpu":
+        return torch.device("cpu")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={name!r} but CUDA is not available on this machine; "
-                              "use train.device=cpu or auto")
-        index = device.index or 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"train.device={name!r} but this machine has "
-                              f"{torch.cuda.device_count()} CUDA device(s)")
+        if not torch.cuda.is_available() or torch.cuda.device_count() < local_world:
+            return torch.device("cpu")
+        name = "cuda"
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"train.device='mps' but this machine has no MPS device (an "
+                              f"Apple GPU); it has {machine_devices()}; use train.device=auto")
+        return torch.device("mps")
+    device = torch.device(name)  # the config allows cuda and cuda:N only
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ConfigError(f"train.device={name!r} but this machine has no CUDA device: "
+                          f"{machine_devices()}; use train.device=cpu or auto")
+    if device.index is None:
+        if local_rank >= count:
+            raise ConfigError(
+                f"train.device={name!r} under torchrun: local rank {local_rank} of "
+                f"{local_world} takes cuda:{local_rank}, but this machine has "
+                f"{machine_devices()}; start at most {count} process(es) per node "
+                f"(--nproc_per_node={count}) or use train.device=cpu")
+        return torch.device("cuda", local_rank)
+    if device.index >= count:
+        valid = "cuda:0" if count == 1 else f"one of cuda:0..cuda:{count - 1}"
+        raise ConfigError(f"train.device={name!r} but this machine has {machine_devices()}; "
+                          f"use train.device=cuda or {valid}")
+    if local_world > 1:
+        raise ConfigError(
+            f"train.device={name!r} under torchrun with {local_world} processes on this node: "
+            f"each needs a GPU of its own; use train.device=cuda (process i takes cuda:i)")
     return device
 
 
+def local_process() -> tuple[int, int]:
+    """(LOCAL_RANK, processes on this node) under torchrun; (0, 1) for a plain process."""
+    world = launched_world_size()
+    if world <= 1:
+        return 0, 1
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    return int(os.environ.get("LOCAL_RANK", 0)), local_world
+
+
+def machine_devices() -> str:
+    """What this machine offers, for the messages of a device it lacks: "cpu only (...)" or
+    "cpu and 1 CUDA device (cuda:0 NVIDIA H200)"."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    mps = " and an MPS device" if torch.backends.mps.is_available() else ""
+    if count == 0:
+        if torch.version.cuda is None:
+            why = f"torch {torch.version.__version__} is built without CUDA"
+        elif os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+            why = f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r} hides every GPU"
+        else:
+            why = "no GPU or driver is visible to torch"
+        return f"cpu{mps} only ({why})"
+    names = []
+    for i in range(count):
+        try:
+            names.append(f"cuda:{i} {torch.cuda.get_device_name(i)}")
+        except Exception:  # a name is a nicety: a driver that cannot give it must not hide the rest
+            names.append(f"cuda:{i}")
+    plural = "" if count == 1 else "s"
+    return f"cpu{mps} and {count} CUDA device{plural} ({', '.join(names)})"
+
+
 def resolve_runtime(device: str, precision: str, rank: int = 0, world_size: int = 1) -> Runtime:
+    """Device, dtypes, rank and world size of this process. On CUDA it makes the device
+    current and starts CUDA and cuBLAS here, in the run's set-up, so that their one-off cost
+    (a second or so) is not charged to the first training step or to the first evaluation."""
     dev = resolve_device(device)
-    if dev.type == "cuda" and dev.index is None and world_size > 1:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if dev.type == "cuda":
-        torch.cuda.set_device(dev)
+        torch.cuda.set_device(dev.index)
+        torch.cuda.current_blas_handle()  # creates the context and the cuBLAS handle
+    if dev.type == "mps" and precision == "fp64":
+        raise ConfigError("train.precision=fp64 on train.device=mps: MPS has no float64; use "
+                          "train.device=cpu or train.precision=fp32")
     mixed = precision in ("bf16", "fp16")
     return Runtime(
         device=dev,
@@ -79,8 +149,11 @@ def init_distributed(device: str, backend: str | None, timeout_s: float) -> tupl
     if world <= 1:
         return 0, 1
     if not dist.is_initialized():
+        # Resolved before joining: a rank without its device says so and exits (exit 2)
+        # instead of leaving its peers waiting in the rendezvous.
+        kind = resolve_device(device).type
         if backend is None:
-            backend = "nccl" if resolve_device(device).type == "cuda" else "gloo"
+            backend = "nccl" if kind == "cuda" else "gloo"
         try:
             # The timeout bounds the rendezvous and every collective: a dead peer ends the
             # job with an error instead of a hang.
@@ -114,18 +187,26 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def rng_state() -> dict:
-    """RNG states as tensors and lists only, so a checkpoint loads with weights_only=True."""
+    """RNG states as tensors only, so a checkpoint loads with weights_only=True: the CPU's,
+    and the current GPU's when this process uses CUDA (dropout on the GPU draws from it).
+    A process that never touched CUDA leaves it alone: asking for every GPU's state would
+    start CUDA on all of them, a second or more in a CPU run on a GPU machine."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()  # host-side seed and offset: no sync
     return state
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        cuda = state["cuda"]
-        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    cuda = state.get("cuda")
+    if cuda is None or not torch.cuda.is_initialized():
+        return  # a CPU run: nothing on the GPU draws random numbers
+    if isinstance(cuda, list):  # older checkpoints: one state per GPU
+        if not cuda:
+            return
+        cuda = cuda[min(torch.cuda.current_device(), len(cuda) - 1)]
+    torch.cuda.set_rng_state(cuda)
 
 
 def autocast(runtime: Runtime):

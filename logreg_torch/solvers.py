@@ -21,12 +21,14 @@ def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer | Non
     o = cfg.optim
     defer_dynamo_import()  # no torch._dynamo import (~1 s) for a run that never compiles
     params = list(model.parameters())
+    kernels = kernel_options(params, capturable=cfg.train.cuda_graphs)
     if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                               **kernels)
     if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, **kernels)
     if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, **kernels)
     if o.name == "newton":
         return None  # Newton keeps no state between iterations (logreg_torch.newton)
     # Full-batch L-BFGS with a strong-Wolfe line search; run_lbfgs sets the stopping rule. Its
@@ -35,6 +37,34 @@ def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer | Non
     return torch.optim.LBFGS(params, lr=o.lbfgs_lr, max_iter=o.max_iter,
                              history_size=o.history_size, tolerance_grad=o.tol,
                              tolerance_change=_EXACT_STALL, line_search_fn="strong_wolfe")
+
+
+def kernel_options(params: list[torch.Tensor], capturable: bool = False) -> dict[str, bool]:
+    """How SGD / Adam / AdamW run their update. On CUDA: torch's fused kernel, one launch for
+    every parameter's update with the step count kept on the device (the default, foreach,
+    launches several kernels per step and keeps the count on the host); it also takes
+    GradScaler's unscale and inf check into the kernel, so an fp16 step makes no host sync.
+    ``capturable`` (train.cuda_graphs): the update may be captured in a CUDA graph.
+    On the CPU: torch's default, so that CPU results stay bit for bit what they were."""
+    if params and all(p.is_cuda for p in params):
+        return {"fused": True, "capturable": True} if capturable else {"fused": True}
+    return {}
+
+
+_KERNEL_KEYS = ("fused", "foreach", "capturable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)``, keeping this run's kernel options. A checkpoint
+    holds the flags of the device it was written on, and torch would restore them: a GPU run
+    resumed on the CPU would step with the fused CPU kernel (not the CPU default), a CPU run
+    resumed on a GPU with the unfused one, and with train.cuda_graphs its capture would fail
+    (not capturable). Torch also places the step counts by these flags (on the device for
+    fused and capturable steps)."""
+    options = [{k: g[k] for k in _KERNEL_KEYS if k in g} for g in optimizer.param_groups]
+    groups = [{**saved, **mine} for saved, mine in zip(state["param_groups"], options,
+                                                       strict=True)]
+    optimizer.load_state_dict({**state, "param_groups": groups})
 
 
 def make_scheduler(cfg: Config, optimizer: torch.optim.Optimizer | None):

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from logreg_torch.config import FULL_BATCH_SOLVERS, Config, ConfigError
 from logreg_torch.data import Prepared, Stream, prepare, prepare_streaming
 from logreg_torch.fullbatch import SolveState
+from logreg_torch.graphs import StepGraph, check_runtime
 from logreg_torch.model import build_model
 from logreg_torch.objective import Objective, fast_path_applies, make_objective
 from logreg_torch.runs import Ending, Progress, checkpoint_state
@@ -45,6 +46,7 @@ class Training:
         default_factory=lambda: dict.fromkeys(("data", "setup", "train", "evaluate"), 0.0))
     solve: SolveState = field(default_factory=SolveState)  # full-batch solvers
     ending: Ending | None = None  # once the run has ended
+    step_graph: StepGraph | None = None  # train.cuda_graphs: the captured minibatch step
 
     @property
     def solver(self) -> bool:
@@ -58,6 +60,8 @@ class Training:
 
 
 def set_up(cfg: Config, runtime: Runtime) -> Training:
+    if cfg.train.cuda_graphs:
+        check_runtime(runtime)  # before the data is read
     full_batch = cfg.train.batch_size is None or cfg.optim.name in FULL_BATCH_SOLVERS
     # Full batch on the fast path: store X column-major (each feature contiguous). Both
     # matrix-vector products then stream X at memory speed; row-major X makes torch.mv
@@ -89,6 +93,9 @@ def set_up(cfg: Config, runtime: Runtime) -> Training:
     t = Training(cfg, runtime, data, stream, X, y, n_global, val, test, model, train_model,
                  objective, optimizer, scheduler, scaler)
     t.timings["data"] = data_seconds
+    if cfg.train.cuda_graphs:
+        t.step_graph = StepGraph(train_model, optimizer, objective, X, y, cfg.train.batch_size,
+                                 runtime, cfg.train.grad_clip)
     return t
 
 

@@ -348,7 +348,7 @@ def test_bad_overrides(override, fragments):
         (["data.source=csv"], ["data.path is required", "'csv'"]),
         (["data.source=npy"], ["data.path is required", "'npy'"]),
         (["train.precision=fp8"], ["train.precision", "fp32, fp64, bf16, fp16"]),
-        (["train.device=gpu"], ["train.device", "auto, cpu, cuda or cuda:N"]),
+        (["train.device=gpu"], ["train.device", "auto, cpu, cuda, cuda:N or mps"]),
         (["train.device=cuda:x"], ["train.device", "cuda:N"]),
         (["loss.label_smoothing=1"], ["loss.label_smoothing", "[0, 1)"]),
         (["loss.l1=-1"], ["loss.l1", ">= 0"]),

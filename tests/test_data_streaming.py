@@ -217,6 +217,9 @@ ROWS, FEATURES, MARGIN = 600_000, 50, 60 << 20  # X.npy: 114 MiB of float32; cap
 CAPPED = ("data.source=npy", "optim.name=lbfgs", "train.batch_size=null",
           "train.precision=fp32", "loss.l2=0.001", "train.epochs=2", "optim.max_iter=2",
           "data.chunk_size=20000", "log.histogram_every=0",
+          # host memory is the point: on the CPU on every machine (CUDA's own host
+          # allocations would count against the cap)
+          "train.device=cpu",
           # Validation rows are read into memory by design; 5% of them (6 MB) leave the cap
           # to the training path (20% would be 24 MB of fp32 on their own).
           "data.val_fraction=0.05")

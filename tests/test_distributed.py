@@ -108,12 +108,14 @@ def _events(run_dir: Path) -> list[Path]:
 # ----------------------------------------------------------------------------- runs shared
 # Every torchrun launch costs ~10 s of imports on two cores, so the runs are shared.
 
+# Every job here is on the CPU (gloo), on a GPU machine too: the references are CPU runs, and a
+# GPU is one device where these jobs start two processes.
 # sklearn_parity: breast cancer (569 rows: uneven shards of 285 and 284), full-batch L-BFGS.
-LBFGS = ("sklearn_parity.yaml", "train.precision=fp64")
+LBFGS = ("sklearn_parity.yaml", "train.precision=fp64", "train.device=cpu")
 # default: jackets, Adam, batches of 64, in float64 so that the reference can be held to
 # 1e-10. val_fraction 0.199 leaves 801 training rows: shards of 401 and 400, so rank 1's
 # shard is padded with one row, as DistributedSampler pads.
-ADAM = ("default.yaml", "train.precision=fp64", "data.val_fraction=0.199")
+ADAM = ("default.yaml", "train.precision=fp64", "data.val_fraction=0.199", "train.device=cpu")
 ADAM_EPOCHS = 5
 
 # scripts/train.py, and then every rank saves the weights its optimizer holds, so that rank 1's
@@ -436,7 +438,7 @@ def test_a_dead_rank_ends_the_job_with_one_error_line(tmp_path: Path) -> None:
     run_dir, port = tmp_path / "run", str(_free_port())
     procs = [subprocess.Popen(
         [sys.executable, str(script), str(CONFIGS / "default.yaml"), f"log.run_dir={run_dir}",
-         f"train.dist_timeout={FAULT_TIMEOUT}", "--quiet"],
+         f"train.dist_timeout={FAULT_TIMEOUT}", "train.device=cpu", "--quiet"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
         env=_env(WORLD_SIZE="2", RANK=str(r), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE="2",
@@ -461,7 +463,7 @@ def test_a_rank_that_stops_answering_times_out_under_torchrun(tmp_path: Path) ->
     script.write_text(FAULTY_RANK)
     run_dir = tmp_path / "run"
     result, _ = _torchrun(script, "default.yaml", f"log.run_dir={run_dir}",
-                          f"train.dist_timeout={FAULT_TIMEOUT}",
+                          f"train.dist_timeout={FAULT_TIMEOUT}", "train.device=cpu",
                           timeout=FAULT_TIMEOUT + LAUNCH_TIMEOUT, check=False,
                           env=_env(FAULT="hang"))
     assert result.returncode != 0
@@ -482,7 +484,8 @@ def test_a_missing_peer_times_out_the_rendezvous(tmp_path: Path) -> None:
     env = _env(WORLD_SIZE="2", RANK="0", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                MASTER_PORT=str(_free_port()))
     command = [sys.executable, str(TRAIN), str(CONFIGS / "default.yaml"),
-               f"log.run_dir={tmp_path / 'run'}", "train.dist_timeout=5", "--quiet"]
+               f"log.run_dir={tmp_path / 'run'}", "train.dist_timeout=5", "train.device=cpu",
+               "--quiet"]
     result, _ = _run(command, timeout=60, env=env)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]

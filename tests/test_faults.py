@@ -26,8 +26,11 @@ from logreg_torch.train import TrainingError, fit, new_run_dir
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "configs" / "default.yaml"
 # 200 rows, 160 to train on, 4 minibatches an epoch: a run of a few epochs takes well under 1 s.
+# The runs here are on the CPU on every machine: resumes are compared bit for bit, divergence
+# is the CPU optimizers' (on CUDA torch's fused Adam overflows to inf weights instead).
 TINY = ("data.source=synthetic", "data.n_samples=200", "data.n_features=5",
-        "data.n_informative=3", "train.batch_size=48", "log.histogram_every=0")
+        "data.n_informative=3", "train.batch_size=48", "log.histogram_every=0",
+        "train.device=cpu")
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +64,8 @@ KILL_EPOCHS = 6
 # 1600 training rows in minibatches of 64, a checkpoint after every epoch.
 KILL_RUN = ("data.source=synthetic", "data.n_samples=2000", "data.n_features=20",
             "data.n_informative=5", "train.batch_size=64", "train.checkpoint_every=1",
-            f"train.epochs={KILL_EPOCHS}", "optim.lr=0.01", "log.histogram_every=0")
+            f"train.epochs={KILL_EPOCHS}", "optim.lr=0.01", "log.histogram_every=0",
+            "train.device=cpu")
 
 # Test hook, put on a training process's PYTHONPATH: when logreg_torch.checkpoint's torch.save
 # writes KILL_FILE for epoch KILL_EPOCH, the process SIGKILLs itself at KILL_POINT:
@@ -282,7 +286,7 @@ def test_divergence_is_one_line_whatever_the_optimizer(config, overrides, why, t
     run = tmp_path / "run"
     line = one_error_line(["train", REPO / "configs" / config, "train.epochs=5",
                            "log.histogram_every=1", *overrides, f"log.run_dir={run}",
-                           "--quiet"], capsys)
+                           "train.device=cpu", "--quiet"], capsys)
     assert line.startswith("error: training diverged at epoch 1 ") and why in line, line
     assert "last good checkpoint: none was written yet" in line
     assert re.search(r"; try a smaller optim.lr \(now 1e\+3[08]\)$", line), line

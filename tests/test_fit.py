@@ -6,7 +6,9 @@ slowest part of the file is the first fit of the session (imports).
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import torch
 from tensorboard.backend.event_processing import event_accumulator as ea
 
 import logreg_torch.fit as fit_module
+from logreg_torch import cli
 from logreg_torch.checkpoint import load_checkpoint
 from logreg_torch.config import Config, ConfigError, load_config
 from logreg_torch.data import prepare
@@ -26,10 +29,12 @@ from logreg_torch.train import (
     fit,
 )
 
-# 200 rows, val_fraction 0.2 -> 160 training rows.
+# 200 rows, val_fraction 0.2 -> 160 training rows. On the CPU on every machine: these tests
+# compare with CPU tensors and bit for bit across runs (resume, seeds); the CUDA tests below
+# ask for CUDA themselves.
 TINY = ("data.source=synthetic", "data.n_samples=200", "data.n_features=5",
         "data.n_informative=3", "train.epochs=3", "train.batch_size=48",
-        "log.histogram_every=0")
+        "log.histogram_every=0", "train.device=cpu")
 N_TRAIN = 160
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MLP_DROPOUT = ("model.name=mlp", "model.hidden=[8]", "model.dropout=0.3", "optim.name=adam",
@@ -169,7 +174,7 @@ def test_diverging_first_epoch_says_no_checkpoint_yet(tmp_path) -> None:
 
 def test_cuda_without_cuda_is_a_config_error(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ConfigError, match="train.device='cuda' but CUDA is not available"):
+    with pytest.raises(ConfigError, match="train.device='cuda' but this machine has no CUDA"):
         run(tmp_path, "train.device=cuda")
     with pytest.raises(ConfigError, match="cuda:1"):
         resolve_runtime("cuda:1", "fp32")
@@ -193,6 +198,95 @@ def test_fit_on_cuda(tmp_path, precision) -> None:
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
     # The checkpoint loads on a CPU-only reader.
     assert load_checkpoint(result.run_dir / "last.pt")["model"]["net.0.weight"].device.type == "cpu"
+
+
+CUDA = "train.device=cuda"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("overrides", [("optim.name=adam",), MLP_DROPOUT, ("optim.name=sgd",)],
+                         ids=["adam", "mlp-dropout", "sgd"])
+def test_a_cuda_run_is_the_cpu_run(tmp_path, overrides) -> None:
+    # The same batches (the permutation is drawn on the CPU for every device), the same
+    # model; the GPU sums float32 in another order and runs torch's fused optimizer kernels:
+    # equal to float32 rounding, grown over 3 epochs. (Dropout draws from each device's own
+    # generator: the MLP is compared on its losses' trend only.)
+    cpu = run(tmp_path, *overrides, name="cpu")
+    gpu = run(tmp_path, *overrides, CUDA, name="gpu")
+    if overrides == MLP_DROPOUT:
+        losses = [r["train/loss"] for r in gpu.history]
+        assert losses[-1] < losses[0] and all(map(math.isfinite, losses))
+        return
+    for a, b in zip(cpu.history, gpu.history, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
+    for a, b in zip(params(cpu), params(gpu), strict=True):
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("overrides", [("optim.name=adam",), MLP_DROPOUT],
+                         ids=["adam-minibatch", "mlp-dropout"])
+def test_a_cuda_resume_is_the_uninterrupted_cuda_run(tmp_path, monkeypatch, overrides) -> None:
+    # The checkpoint keeps the GPU's RNG: dropout masks after the resume are those the
+    # uninterrupted run drew. The same kernels on the same GPU: held to 1e-6, not bit for bit.
+    full = run(tmp_path, *overrides, CUDA, "train.epochs=4", name="full")
+    run(tmp_path, *overrides, CUDA, "train.epochs=2", name="part")
+    shutil.copytree(tmp_path / "part", tmp_path / "again")  # for the control below
+
+    def resume(folder: str) -> FitResult:
+        return fit(load_config(None, [*TINY, *overrides, CUDA, "train.epochs=4",
+                                      f"train.resume={tmp_path / folder / 'last.pt'}"]))
+
+    def same(result: FitResult) -> bool:
+        return all(torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+                   for a, b in zip(params(full), params(result), strict=True))
+
+    resumed = resume("part")
+    assert same(resumed)
+    assert [r["train/loss"] for r in resumed.history] == pytest.approx(
+        [r["train/loss"] for r in full.history], rel=1e-6)
+    if overrides == MLP_DROPOUT:  # the control: without the RNG restore the masks differ
+        monkeypatch.setattr(fit_module, "set_rng_state", lambda state: None)
+        assert not same(resume("again"))
+
+
+@pytest.mark.cuda
+def test_a_cuda_checkpoint_resumes_on_the_cpu_and_serves_the_cpu_commands(tmp_path,
+                                                                         capsys) -> None:
+    gpu = run(tmp_path, CUDA, "train.epochs=2", name="gpu")
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(gpu.run_dir / "best.pt"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for key in ("loss", "accuracy", "roc_auc"):  # the history's, computed on the GPU
+        assert report[key] == pytest.approx(gpu.best[f"val/{key}"], rel=1e-5, abs=1e-6), key
+    assert cli.main(["summary", str(gpu.run_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["coefficients"][0]["name"] == "intercept"
+    # TINY trains on the CPU: the GPU run goes on there, optimizer state and all, with the
+    # CPU's default Adam rather than the GPU's fused kernel.
+    def fused() -> bool:
+        return load_checkpoint(gpu.run_dir / "last.pt")["optimizer"]["param_groups"][0]["fused"]
+
+    assert fused() is True
+    resumed = fit(load_config(None, [*TINY, "train.epochs=3",
+                                     f"train.resume={gpu.run_dir / 'last.pt'}"]))
+    assert {p.device.type for p in resumed.model.parameters()} == {"cpu"}
+    assert len(resumed.history) == 3 and resumed.history[:2] == gpu.history
+    assert not fused()
+
+
+@pytest.mark.cuda
+def test_train_compile_on_cuda_trains_the_eager_model(tmp_path) -> None:
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    compiled = run(tmp_path, CUDA, "train.compile=true", name="compiled")
+    eager = run(tmp_path, CUDA, name="eager")
+    for a, b in zip(params(compiled), params(eager), strict=True):
+        # float32; inductor's generated kernels sum in their own order: a few ulp per step
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch._dynamo.reset()
 
 
 # ----------------------------------------------------------------------------- options

@@ -30,7 +30,9 @@ def no_figures(monkeypatch) -> None:
 
 
 def _fit(tmp_path, *overrides, config=None, name="run"):
-    cfg = load_config(config, [*overrides, f"log.run_dir={tmp_path / name}"])
+    # On the CPU on every machine: the results are compared with CPU tensors and scikit-learn,
+    # and the float32 floor tests depend on the CPU's rounding.
+    cfg = load_config(config, ["train.device=cpu", *overrides, f"log.run_dir={tmp_path / name}"])
     return cfg, fit(cfg)
 
 
@@ -218,7 +220,8 @@ def test_a_resumed_solve_keeps_the_curve_of_its_first_iterations(tmp_path) -> No
     # the iteration, not the epoch: purging from epoch + 1 would erase most of the first run's
     # descent (seen: 31 scalars dropped, train/loss steps [0, 1, 12] left).
     base = ["optim.name=lbfgs", "train.batch_size=null", "optim.tol=0", "optim.max_iter=40",
-            "optim.fp64_finish=false", "log.histogram_every=0", f"log.run_dir={tmp_path / 'r'}"]
+            "optim.fp64_finish=false", "log.histogram_every=0", f"log.run_dir={tmp_path / 'r'}",
+            "train.device=cpu"]
     first = fit(load_config(CONFIGS / "default.yaml", [*base, "train.epochs=2"]))
     before = int(first.history[-1]["step"])
     assert before > 3  # the first run took several iterations: there is a curve to keep

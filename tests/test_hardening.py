@@ -141,7 +141,7 @@ BAD_OVERRIDES = {
     "wrong type": (["train.epochs=ten"], ["train.epochs", "an integer",
                                           "override 'train.epochs=ten'"]),
     "out of range": (["data.val_fraction=1"], ["data.val_fraction", "[0, 1)"]),
-    "unknown choice": (["train.device=gpu"], ["train.device", "auto, cpu, cuda or cuda:N"]),
+    "unknown choice": (["train.device=gpu"], ["train.device", "auto, cpu, cuda, cuda:N or mps"]),
     "negative pos_weight": (["loss.pos_weight=-2"], ["loss.pos_weight", "positive number"]),
     "negative label_smoothing": (["loss.label_smoothing=-0.1"],
                                  ["loss.label_smoothing", "[0, 1)"]),

@@ -23,9 +23,10 @@ from logreg_torch.train import FitResult, fit
 # 200 rows (160 to train on), 5 features; float64 so that the references are held to 1e-10:
 # both sides do the same arithmetic on the same full batch, our loss kernel against torch's
 # (a few ulp apart), over a handful of steps that do not amplify rounding.
+# The references run on the CPU, and so does the loop (on a GPU machine too).
 TINY = ("data.source=synthetic", "data.n_samples=200", "data.n_features=5",
         "data.n_informative=3", "train.precision=fp64", "train.batch_size=null",
-        "log.histogram_every=0")
+        "log.histogram_every=0", "train.device=cpu")
 ATOL = 1e-10
 
 

@@ -34,7 +34,8 @@ DEFAULT = REPO / "configs" / "default.yaml"
 EPOCHS = 5
 STEPS_PER_EPOCH = 13  # jackets: 800 training rows in batches of 64
 STOP_AFTER_STEP = 2 * STEPS_PER_EPOCH + 5  # 5 of the 13 steps of epoch 3 done
-RUN = (f"train.epochs={EPOCHS}", "log.histogram_every=0")
+# On the CPU on every machine: the resumed run is compared bit for bit with one in this process.
+RUN = (f"train.epochs={EPOCHS}", "log.histogram_every=0", "train.device=cpu")
 
 SITECUSTOMIZE = '''\
 """Test hook (tests/test_sigint.py): after step SIGINT_AFTER_STEP, write SIGINT_MARKER and
@@ -55,8 +56,10 @@ if os.environ.get("SIGINT_AFTER_STEP"):
         out = _step(self, *args, **kwargs)
         _count += 1
         if _count == _after:
-            with open(os.environ["SIGINT_MARKER"], "w") as f:
+            # written whole, then renamed: the test sends SIGINT as soon as the name exists
+            with open(os.environ["SIGINT_MARKER"] + ".tmp", "w") as f:
                 f.write(str(_count))
+            os.replace(os.environ["SIGINT_MARKER"] + ".tmp", os.environ["SIGINT_MARKER"])
             deadline = time.monotonic() + 120  # the test fails on its side long before
             while time.monotonic() < deadline:
                 time.sleep(0.01)  # the SIGINT lands here, mid-epoch

@@ -32,7 +32,7 @@ PRELOAD = ["logreg_torch.cli", "logreg_torch.fit", "torch._dynamo",
 def _start(ctx, run: Path) -> tuple[multiprocessing.Process, Path]:
     log = run.with_suffix(".stderr")
     argv = ["train", str(DEFAULT), "train.epochs=6", "log.histogram_every=1",
-            f"log.run_dir={run}"]
+            f"log.run_dir={run}", "train.device=cpu"]  # Ctrl-C is the point, not the device
     proc = ctx.Process(target=cli.console_main, args=(argv, str(log)))
     proc.start()
     return proc, log

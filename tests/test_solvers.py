@@ -17,6 +17,7 @@ from test_fit import (  # tests/ is on sys.path under pytest
 from logreg_torch.checkpoint import load_checkpoint
 from logreg_torch.config import load_config
 from logreg_torch.data import prepare
+from logreg_torch.solvers import kernel_options, load_optimizer_state, make_optimizer
 from logreg_torch.train import (
     fit,
     predict_proba,
@@ -47,7 +48,8 @@ def test_lbfgs_reaches_sklearn_optimum(tmp_path, sklearn_probs, precision, tol) 
     from sklearn.datasets import load_breast_cancer
 
     cfg = load_config(CONFIGS / "sklearn_parity.yaml",
-                      [f"log.run_dir={tmp_path / 'run'}", f"train.precision={precision}"])
+                      [f"log.run_dir={tmp_path / 'run'}", f"train.precision={precision}",
+                       "train.device=cpu"])  # compared with CPU tensors, at float32's floor
     result = fit(cfg)
     data = prepare(cfg.data, cfg.train.seed, dtype=torch.float64)
     assert data.label_map == {"benign": 0, "malignant": 1}
@@ -91,3 +93,61 @@ def test_plateau_scheduler_keeps_lr_while_improving(tmp_path) -> None:
     losses = [r["val/loss"] for r in result.history]
     assert losses == sorted(losses, reverse=True)  # improving every epoch
     assert [r["lr"] for r in result.history] == [0.05] * 4
+
+
+# ----------------------------------------------------------------------------- optimizer kernels
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_cpu_optimizers_keep_torchs_default_kernels(tmp_path, name) -> None:
+    # The fused kernels are for CUDA; on the CPU the optimizer is torch's default, so that
+    # CPU results stay bit for bit what they were.
+    cfg = load_config(None, [f"optim.name={name}"])
+    optimizer = make_optimizer(cfg, torch.nn.Linear(3, 1))
+    assert not optimizer.defaults.get("fused") and optimizer.defaults.get("foreach") is None
+    assert kernel_options([torch.zeros(1)]) == {} and kernel_options([]) == {}
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_cuda_optimizers_are_fused_and_step_as_torchs_default(name) -> None:
+    cfg = load_config(None, [f"optim.name={name}", "optim.lr=0.1", "optim.weight_decay=0.01",
+                             "optim.momentum=0.9"])
+    torch.manual_seed(0)
+    model = torch.nn.Linear(7, 1).cuda()
+    reference = torch.nn.Linear(7, 1).cuda()
+    reference.load_state_dict(model.state_dict())
+    fused = make_optimizer(cfg, model)
+    assert fused.defaults["fused"] is True
+    plain = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+    kwargs = {"momentum": 0.9} if name == "sgd" else {}
+    default = plain(reference.parameters(), lr=0.1, weight_decay=0.01, **kwargs)
+    x, y = torch.randn(64, 7, device="cuda"), torch.rand(64, device="cuda")
+    for _ in range(5):
+        for net, opt in ((model, fused), (reference, default)):
+            opt.zero_grad()
+            torch.nn.functional.binary_cross_entropy_with_logits(net(x)[:, 0], y).backward()
+            opt.step()
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        # one kernel against torch's foreach ops: the same update, rounded in another order
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_a_resume_keeps_this_devices_kernels_not_the_checkpoints() -> None:
+    # A checkpoint written by a GPU run holds fused (and, with train.cuda_graphs, capturable)
+    # Adam groups; resumed on the CPU the optimizer must stay torch's CPU default, with the
+    # moments and step count of the checkpoint.
+    torch.manual_seed(0)
+    gpu_like = torch.optim.Adam(torch.nn.Linear(3, 1).parameters(), lr=0.1)
+    gpu_like.param_groups[0]["params"][0].grad = torch.ones(1, 3)
+    gpu_like.param_groups[0]["params"][1].grad = torch.ones(1)
+    gpu_like.step()
+    saved = gpu_like.state_dict()
+    for group in saved["param_groups"]:
+        group.update(fused=True, capturable=True)
+    cpu = make_optimizer(load_config(None, ["optim.lr=0.1"]), torch.nn.Linear(3, 1))
+    load_optimizer_state(cpu, saved)
+    group = cpu.param_groups[0]
+    assert not group["fused"] and not group["capturable"] and group["lr"] == 0.1
+    for mine, theirs in zip(cpu.state.values(), saved["state"].values(), strict=True):
+        assert torch.equal(mine["exp_avg"], theirs["exp_avg"]) and float(mine["step"]) == 1.0

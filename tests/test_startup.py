@@ -65,7 +65,8 @@ def test_training_without_metrics_or_compile_loads_no_heavy_module(tmp_path, opt
                 # the float64 Newton finish of a float32 stall runs a double backward, where
                 # torch.autograd imports torch.fx's symbolic shapes (sympy): not this test's path
                 "optim.fp64_finish=false",
-                "data.test_fraction=0", f"log.run_dir={tmp_path / 'run'}")
+                "data.test_fraction=0", f"log.run_dir={tmp_path / 'run'}",
+                "train.device=cpu")  # what a CPU run imports, on every machine
     expected = [] if optim == "lbfgs" else ["torch._dynamo", "sympy"]
     assert _heavy_imports(code, cwd=tmp_path) == expected
     assert (tmp_path / "run" / "last.pt").is_file()
@@ -102,7 +103,8 @@ def test_train_command_reports_its_stages_and_exits_with_everything_written(tmp_
     out = subprocess.run(
         [sys.executable, "-m", "logreg_torch", "train", str(REPO / "configs" / "default.yaml"),
          "--quiet", "--timings", "train.epochs=2", "log.histogram_every=0",
-         f"log.run_dir={run_dir}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+         f"log.run_dir={run_dir}", "train.device=cpu"],  # a GPU's start is not the point
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     timings = json.loads(out.stderr.strip().splitlines()[-1])["timings"]
     assert list(timings) == ["imports", "data", "setup", "train", "evaluate", "logging"]

@@ -76,13 +76,16 @@ class TrainConfig:
     early_stopping_min_delta: float = 0.0
     grad_clip: float | None = None  # max gradient norm
     precision: str = "fp32"  # fp32 | fp64 | bf16 | fp16 (bf16/fp16: autocast mixed precision)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     seed: int = 0
     deterministic: bool = False
     checkpoint_every: int = 1  # epochs between last.pt writes
     resume: str | None = None  # path to a last.pt / best.pt
     fast_path: bool = True  # fused linear+loss kernels when they apply
     compile: bool = False  # torch.compile the model
+    # CUDA: capture the minibatch step (gather, loss, backward, adam/adamw update) once in a
+    # CUDA graph and replay it every step (logreg_torch.graphs)
+    cuda_graphs: bool = False
     dist_backend: str | None = None  # gloo | nccl; null = pick by device
     dist_timeout: float = 300.0  # seconds before a collective gives up
 
@@ -120,7 +123,7 @@ FULL_BATCH_SOLVERS = ("lbfgs", "newton")
 SCHEDULERS = ("none", "step", "cosine", "plateau")
 PRECISIONS = ("fp32", "fp64", "bf16", "fp16")
 DIST_BACKENDS = ("gloo", "nccl")
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # section name -> {key -> type}, read from the dataclasses so the schema has one source of truth.

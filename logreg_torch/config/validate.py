@@ -41,6 +41,7 @@ def validate(cfg: Config, origin: Where) -> None:
     _check_train(c, cfg.train, cfg.optim)
     _check_log(c, cfg.log)
     _check_newton(c, cfg)
+    _check_cuda_graphs(c, cfg)
 
 
 @dataclass
@@ -177,7 +178,8 @@ def _check_train(c: _Checks, train: TrainConfig, optim: OptimConfig) -> None:
         train.grad_clip is None or positive(train.grad_clip), "train.grad_clip", "null (off) or > 0"
     )
     c.choice("train.precision", PRECISIONS)
-    c.check(bool(_DEVICE.fullmatch(train.device)), "train.device", "auto, cpu, cuda or cuda:N")
+    c.check(bool(_DEVICE.fullmatch(train.device)), "train.device",
+            "auto, cpu, cuda, cuda:N or mps")
     c.check(0 <= train.seed < 2**32, "train.seed", "in [0, 2**32)")
     c.check(train.checkpoint_every >= 1, "train.checkpoint_every", ">= 1")
     c.check(
@@ -207,6 +209,32 @@ def _check_newton(c: _Checks, cfg: Config) -> None:
         raise ConfigError(
             f"optim.name 'newton' ({where}) needs train.precision fp32 or fp64, got "
             f"'{cfg.train.precision}' ({c.origin('train.precision')})")
+
+
+def _check_cuda_graphs(c: _Checks, cfg: Config) -> None:
+    """What a captured step cannot do: change its learning rate (a scheduler), skip a step
+    (fp16's GradScaler), or be something other than one minibatch step of adam / adamw on one
+    process's in-memory rows (the device and the world size are checked where they are known,
+    logreg_torch.graphs)."""
+    if not cfg.train.cuda_graphs:
+        return
+    t, o = cfg.train, cfg.optim
+    refused = {
+        "optim.name": (o.name not in ("adam", "adamw"), f"'{o.name}'", "adam or adamw"),
+        "train.batch_size": (t.batch_size is None, "null", "minibatches"),
+        "optim.scheduler": (o.scheduler != "none", f"'{o.scheduler}'",
+                            "none (a captured step keeps its learning rate)"),
+        "train.precision": (t.precision == "fp16", "'fp16'", "fp32, fp64 or bf16 (no "
+                            "GradScaler)"),
+        "train.compile": (t.compile, "true", "false (compile has its own graphs: "
+                          "mode='reduce-overhead')"),
+        "data.streaming": (cfg.data.streaming, "true", "in-memory rows"),
+    }
+    for key, (bad, value, wanted) in refused.items():
+        if bad:
+            raise ConfigError(
+                f"train.cuda_graphs=true ({c.origin('train.cuda_graphs')}) needs {key} "
+                f"{wanted}, got {value} ({c.origin(key)}); or set train.cuda_graphs: false")
 
 
 def _check_log(c: _Checks, log: LogConfig) -> None:
