@@ -200,13 +200,20 @@ def checkpoint_state(cfg: Config, data: Prepared, model: nn.Module,
     }
 
 
-def check_resume_fits(state: dict, cfg: Config, in_features: int) -> None:
-    args = state["model_args"]
-    if args["in_features"] != in_features or args["name"] != cfg.model.name:
+def check_resume_fits(state: dict, cfg: Config, feature_names: list[str]) -> None:
+    """The data read now has the columns the checkpoint's model was trained on (the config
+    may name the same file, and the file have changed)."""
+    args, saved = state["model_args"], list(state.get("feature_names") or [])
+    if args["in_features"] != len(feature_names) or args["name"] != cfg.model.name:
         raise CheckpointError(
             f"cannot resume from {cfg.train.resume}: it holds a {args['name']} model with "
             f"{args['in_features']} features, the config builds {cfg.model.name} with "
-            f"{in_features}")
+            f"{len(feature_names)}")
+    if saved and saved != list(feature_names):
+        i = next(i for i, (a, b) in enumerate(zip(saved, feature_names, strict=True)) if a != b)
+        raise CheckpointError(
+            f"cannot resume from {cfg.train.resume}: the data's column {i} is "
+            f"{feature_names[i]!r}, the run was trained with {saved[i]!r} there")
 
 
 def resume_line(run_dir: Path) -> str:

@@ -86,7 +86,8 @@ def test_train_overrides_after_the_flag_and_a_summary(tmp_path, capsys) -> None:
                      f"log.run_dir={tmp_path / 'q'}", "log.histogram_every=0"])
     assert code == 0
     assert load_checkpoint(tmp_path / "q" / "last.pt")["epoch"] == 1
-    assert capsys.readouterr() == ("", "")  # --quiet: no summary, no progress bar
+    out, err = capsys.readouterr()  # --quiet: no tables, no progress bar
+    assert err == "" and "trained" not in out and out.count("\n") == 3, out
 
     assert cli.main(["train", str(DEFAULT), "train.epochs=1", f"log.run_dir={tmp_path / 'v'}",
                      "log.histogram_every=0"]) == 0
@@ -416,6 +417,7 @@ def test_summary_bad_input_is_one_line_exit_2(run_dir, tmp_path, capsys) -> None
     assert cli.main(["train", str(DEFAULT), "model.name=mlp", "model.hidden=[4]",
                      "train.epochs=1", f"log.run_dir={mlp}", "log.histogram_every=0",
                      "--quiet"]) == 0
+    capsys.readouterr()  # the run's folder and ending (--quiet still says where it is)
     assert cli.main(["summary", str(mlp)]) == 2
     assert "holds an mlp model" in one_error_line(capsys)
     # breast_cancer on all 30 features, 80% of the rows, no penalty: the classes separate
@@ -423,13 +425,14 @@ def test_summary_bad_input_is_one_line_exit_2(run_dir, tmp_path, capsys) -> None
     assert cli.main(["train", str(DEFAULT), "data.source=breast_cancer", "optim.name=newton",
                      "train.batch_size=null", "train.epochs=1", "train.precision=fp64",
                      f"log.run_dir={sep}", "log.histogram_every=0", "--quiet"]) == 0
+    capsys.readouterr()
     assert cli.main(["summary", str(sep)]) == 2
     line = one_error_line(capsys)
     assert line.startswith("error: perfect separation: coefficient of '") and "diverges" in line
     empty = tmp_path / "empty"
     empty.mkdir()
     assert cli.main(["summary", str(empty)]) == 2
-    assert "no best.pt or last.pt" in one_error_line(capsys)
+    assert "is a folder without best.pt or last.pt" in one_error_line(capsys)
     assert cli.main(["summary", str(run_dir), "--alpha", "2"]) == 2
     assert "--alpha" in one_error_line(capsys)
 
