@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from logreg_torch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from logreg_torch.config import Config, ConfigError
+from logreg_torch.config import FULL_BATCH_SOLVERS, Config, ConfigError
 from logreg_torch.data import Prepared
 from logreg_torch.objective import Objective
 from logreg_torch.predict import predict_proba
@@ -331,12 +331,18 @@ def log_final(logger: TensorBoardLogger, cfg: Config, model: nn.Module, objectiv
         return
     from logreg_torch.tracking import class_names, run_hparams
 
-    hparams = run_hparams(dataclasses.asdict(cfg))
-    if ending is not None:  # how it ended, as columns beside the settings
-        hparams["ending.kind"] = ending.kind
-        hparams.update({f"ending.{k}": float(getattr(ending, k))
-                        for k in ("iterations", "grad_max") if getattr(ending, k) is not None})
-    logger.log_hparams(hparams, HPARAM_METRICS, descriptions=METRIC_DESCRIPTIONS)
+    hparams, blank = run_hparams(dataclasses.asdict(cfg)), set()
+    if cfg.optim.name in FULL_BATCH_SOLVERS:
+        blank.add("optim.lr")  # unused by their line searches: an empty cell, not a number
+    # How it ended, as columns beside the settings: the same columns for every run (the tab
+    # takes them from one run), empty where a fact does not apply.
+    hparams["ending.kind"] = ending.kind if ending is not None else "unknown"
+    for key in ("iterations", "grad_max"):
+        value = None if ending is None else getattr(ending, key)
+        hparams[f"ending.{key}"] = 0.0 if value is None else float(value)
+        if value is None:
+            blank.add(f"ending.{key}")
+    logger.log_hparams(hparams, HPARAM_METRICS, descriptions=METRIC_DESCRIPTIONS, blank=blank)
     if test:
         from logreg_torch.metrics import format_metrics_table
 
