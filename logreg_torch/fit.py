@@ -222,9 +222,13 @@ def _train(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBoa
     Ctrl-C keeps the last finished epoch in last.pt and says how to resume."""
     bar = None
     if not quiet and t.runtime.is_main:
-        from tqdm import tqdm
+        from logreg_torch.progress import RunBars
 
-        bar = tqdm(total=t.cfg.train.epochs, initial=progress.epoch, desc="train", unit="epoch")
+        bar = t.bars = RunBars(
+            epochs=t.cfg.train.epochs, start_epoch=progress.epoch,
+            solver=t.cfg.optim.name if t.solver else None, max_iter=t.cfg.optim.max_iter,
+            start_iter=progress.step if t.solver else 0, stream=t.stream,
+            rank=t.runtime.rank, world=t.runtime.world_size)
     try:
         return _epochs(t, progress, ckpt, logger, bar)
     except KeyboardInterrupt:
@@ -283,9 +287,7 @@ def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBo
         if done % cfg.train.checkpoint_every == 0 or done == cfg.train.epochs:
             ckpt.save("last.pt", done, partial(t.state, progress, done))
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(train_loss=f"{train_loss:.4f}",
-                            val_loss=f"{val['loss']:.4f}" if val else "-")
+            bar.epoch_done(train_loss, val["loss"] if val else None)
         ckpt.keep_unsaved(done, partial(t.state, progress, done))
         if _should_stop(t, progress):
             if done % cfg.train.checkpoint_every != 0:
@@ -329,6 +331,8 @@ def _solve_epoch(t: Training, progress: Progress, epoch: int,
     def on_iter(point) -> None:
         logger.log_dict({"train/loss": point.loss, TAGS["grad_norm"]: point.grad_max},
                         point.iteration)
+        if t.bars is not None:
+            t.bars.iteration(point)
 
     report = solve_epoch(t.model, t.optimizer, t.objective, rows, t.runtime, o, t.solve, budget,
                          on_iter)

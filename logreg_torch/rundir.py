@@ -80,7 +80,8 @@ def folder_lock(run_dir: str | Path) -> Iterator[None]:
         except BlockingIOError:
             raise RunFolderError(
                 f"{run_dir} is being written by another run right now (another process holds "
-                f"the folder's lock); wait for it to end, or pick another log.run_dir") from None
+                f"the folder's lock); wait for it to end and go on with it (train.resume="
+                f"{run_dir}), or pick another log.run_dir") from None
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock

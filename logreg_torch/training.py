@@ -45,6 +45,7 @@ class Training:
         default_factory=lambda: dict.fromkeys(("data", "setup", "train", "evaluate"), 0.0))
     solve: SolveState = field(default_factory=SolveState)  # full-batch solvers
     ending: Ending | None = None  # once the run has ended
+    bars: Any = None  # the progress bars (logreg_torch.progress), when shown
 
     @property
     def solver(self) -> bool:

@@ -81,6 +81,29 @@ def test_train_with_overrides(run_dir) -> None:
         DEFAULT, [*FAST, f"log.run_dir={run_dir}"])
 
 
+def test_quiet_still_says_where_the_run_is_and_how_it_ended(tmp_path, capsys) -> None:
+    run = tmp_path / "runs" / "q"
+    assert cli.main(["train", str(DEFAULT), "--quiet", *FAST, f"log.run_dir={run}"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""  # no progress bar
+    ending = load_checkpoint(run / "last.pt")["ending"]["message"]
+    # The TensorBoard hint names the folder the run is in, whatever log.run_dir was.
+    assert out.splitlines() == [f"run folder: {run} (checkpoints last.pt, best.pt)",
+                                f"see the curves with: tensorboard --logdir {run.parent}",
+                                ending]
+    assert ending == "finished 3 epochs; best epoch 3 (best.pt)"
+
+
+def test_version_names_the_package_and_needs_no_torch() -> None:
+    project = (REPO / "pyproject.toml").read_text()
+    version = project.split('version = "', 1)[1].split('"', 1)[0]
+    code = ("import sys\nfrom logreg_torch import cli\ntry:\n    cli.main(['--version'])\n"
+            "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.splitlines() == [f"logreg-torch {version}", "0 False"], out
+
+
 def test_train_overrides_after_the_flag_and_a_summary(tmp_path, capsys) -> None:
     code = cli.main(["train", str(DEFAULT), "--quiet", "train.epochs=1",
                      f"log.run_dir={tmp_path / 'q'}", "log.histogram_every=0"])

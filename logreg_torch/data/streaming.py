@@ -44,7 +44,7 @@ class Stream:
 
     shards: list[np.ndarray]
     offsets: np.ndarray  # offsets[i] = first global row of shard i; offsets[-1] = total rows
-    y: np.ndarray  # every label, 0/1 (N numbers fit in memory)
+    y: np.ndarray  # every label, 0/1 as uint8 (N bytes fit in memory)
     train: np.ndarray
     stats: dict
     chunk_size: int
@@ -183,7 +183,13 @@ def prepare_streaming(cfg: DataConfig, seed: int,
         if s.dtype.kind not in "biuf":
             raise DataError(f"X must hold numbers, got dtype {s.dtype}", cfg.path)
     y01, label_map = _encode_labels(y_raw, cfg.positive_label, "y", cfg.path)
-    train, val, test = split_indices(len(y01), cfg.val_fraction, cfg.test_fraction, seed)
+    # Per row, what streaming holds: a 0/1 byte and a 4-byte index (9 bytes, not 22 as
+    # float64 labels and int64 indices: 130 MB less at 10M rows).
+    del y_raw
+    y01 = y01.astype(np.uint8)
+    index = np.int32 if len(y01) < 2**31 else np.int64
+    train, val, test = (s.astype(index) for s in split_indices(
+        len(y01), cfg.val_fraction, cfg.test_fraction, seed))
     if np.unique(y01[train]).size < 2:
         raise DataError("the training split holds a single class", cfg.path)
     stream = Stream(shards, offsets, y01, train, {}, cfg.chunk_size)
