@@ -336,6 +336,10 @@ def _interrupted(e: KeyboardInterrupt) -> int:
 
 
 def _run(argv: Sequence[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--version"]:  # an exit code like every command's, not argparse's exit
+        print(f"logreg-torch {_version()}")
+        return 0
     parser = _parser()
     # Overrides may come before or after flags (train CONFIG --quiet a=1 b=2); argparse
     # stops a positional list at the first flag, so gather the rest here.

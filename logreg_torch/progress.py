@@ -34,14 +34,19 @@ class RunBars:
         if stream is not None:
             self.rows = tqdm(total=0, desc="pass", unit="row", unit_scale=True, position=1,
                              leave=False)
-            stream.on_pass, stream.on_rows = self.start_pass, self.rows.update
+            stream.on_pass, stream.on_rows = self.start_pass, self.rows_read
 
     def start_pass(self, chunk_sizes: list[int]) -> None:
         """A pass over the streamed rows begins: this rank reads every world-th chunk."""
         total = sum(n for i, n in enumerate(chunk_sizes) if i % self.world == self.rank)
         self.passes += 1
-        self.rows.reset(total=total)
         self.rows.set_description(f"pass {self.passes}", refresh=False)
+        self.rows.reset(total=total)
+
+    def rows_read(self, n: int) -> None:
+        self.rows.update(n)
+        if self.rows.n >= self.rows.total:  # drawn complete, however fast the pass was
+            self.rows.refresh()
 
     def epoch_done(self, train_loss: float, val_loss: float | None) -> None:
         """An epoch ended (for a solver, only the losses change: it counts iterations)."""
