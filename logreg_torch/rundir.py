@@ -82,6 +82,8 @@ def folder_lock(run_dir: str | Path) -> Iterator[None]:
                 f"{run_dir} is being written by another run right now (another process holds "
                 f"the folder's lock); wait for it to end and go on with it (train.resume="
                 f"{run_dir}), or pick another log.run_dir") from None
+        except OSError:  # a file system without flock (some network mounts): checks only
+            pass
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
