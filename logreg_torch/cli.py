@@ -170,7 +170,7 @@ def _load(paths: Sequence[str]):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from logreg_torch.data import prepare, read_rows
+    from logreg_torch.data import read_rows
     from logreg_torch.loop import evaluate
     from logreg_torch.objective import make_objective
     from logreg_torch.predict import resolved_config_of
@@ -184,10 +184,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         X, y = torch.tensor(rows.X, dtype=dtype), torch.tensor(rows.y, dtype=dtype)
         where = args.data
     else:
-        data = prepare(cfg.data, cfg.train.seed, dtype=dtype)
-        (X, y), where = (data.test, "test split") if len(data.test[0]) else (data.val, "val split")
-        if len(X) == 0:
-            (X, y), where = data.train, "train split (the run held nothing out)"
+        X, y, where = _held_out(cfg, dtype)
     objective = make_objective(cfg, y, torch.device("cpu"), dtype)
     metrics = evaluate(model, objective, X, y)
     if args.json:
@@ -198,6 +195,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{checkpoint} on {where} ({len(X)} rows)")
         print(format_metrics_table(metrics, note=_loss_note(cfg)))
     return 0
+
+
+def _held_out(cfg, dtype):
+    """The run's test split, else its validation split, else its training rows, read as the
+    run read them (a streamed run: from disk, its held-out rows only)."""
+    from logreg_torch.data import prepare, prepare_streaming
+
+    if cfg.data.streaming:
+        data = prepare_streaming(cfg.data, cfg.train.seed, dtype=dtype)[1]
+    else:
+        data = prepare(cfg.data, cfg.train.seed, dtype=dtype)
+    (X, y), where = (data.test, "test split") if len(data.test[0]) else (data.val, "val split")
+    if len(X) == 0 and cfg.data.streaming:
+        raise UsageError(f"the run held no rows out and streamed its training rows from "
+                         f"{cfg.data.path}; pass the rows to score with --data")
+    if len(X) == 0:
+        (X, y), where = data.train, "train split (the run held nothing out)"
+    return X, y, where
 
 
 def _loss_note(cfg) -> str | None:

@@ -94,6 +94,25 @@ def test_quiet_still_says_where_the_run_is_and_how_it_ended(tmp_path, capsys) ->
     assert ending == "finished 3 epochs; best epoch 3 (best.pt)"
 
 
+def test_evaluate_a_streamed_run_on_its_validation_rows(tmp_path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    data = tmp_path / "shards"
+    data.mkdir()
+    for i in range(2):  # shards: only streaming reads them
+        X = rng.standard_normal((500, 3)).astype(np.float32)
+        np.save(data / f"X-{i:05d}.npy", X)
+        np.save(data / f"y-{i:05d}.npy", (X[:, 0] > 0).astype(np.float32))
+    run = tmp_path / "run"
+    assert cli.main(["train", str(DEFAULT), "data.source=npy", f"data.path={data}",
+                     "data.streaming=true", *FAST, f"log.run_dir={run}", "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["data"] == "val split" and report["n"] == 200
+    val_loss = load_checkpoint(run / "best.pt")["history"][-1]["val/loss"]
+    assert report["loss"] == pytest.approx(val_loss, rel=1e-6)
+
+
 def test_version_names_the_package_and_needs_no_torch() -> None:
     project = (REPO / "pyproject.toml").read_text()
     version = project.split('version = "', 1)[1].split('"', 1)[0]
