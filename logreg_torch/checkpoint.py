@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,59 @@ def resolve_checkpoint(path: str | Path, prefer: tuple[str, ...] = ("best.pt", "
             return path / name
     raise CheckpointError(f"{path} is a folder without {' or '.join(prefer)}; pass a run "
                           f"folder (runs/<name>-<time>) or a checkpoint file")
+
+
+def resolve_checkpoints(paths: Sequence[str | Path],
+                        prefer: tuple[str, ...] = ("best.pt", "last.pt"),
+                        say: Callable[[str], None] | None = None) -> Path:
+    """The checkpoint to use for ``paths``: checkpoint files, run folders (the first of
+    ``prefer`` in each) or glob patterns (``runs/sgd-*``, as a quoted argument or in
+    ``train.resume``); of several, the newest by modification time.
+
+    Folders holding none of ``prefer`` (a run that ended before its first checkpoint) are
+    passed over when others remain; ``say`` (a line for stderr) names them and the file
+    picked, whenever that is not the one path given.
+    """
+    given = [Path(p) for p in _expand(paths)]
+    found: list[Path] = []
+    skipped: list[Path] = []
+    for path in given:
+        if path.is_dir():
+            pick = next((path / n for n in prefer if (path / n).is_file()), None)
+            (found if pick else skipped).append(pick or path)
+        else:  # a file, or a path that does not exist (load_checkpoint says so)
+            found.append(path)
+    if not found:
+        if len(skipped) == 1:
+            return resolve_checkpoint(skipped[0], prefer)  # its own one-line error
+        raise CheckpointError(f"none of the {len(skipped)} folders given holds "
+                              f"{' or '.join(prefer)}: {', '.join(map(str, skipped))}")
+    existing = [p for p in found if p.is_file()]
+    chosen = max(existing, key=lambda p: p.stat().st_mtime) if existing else found[0]
+    if say is not None:
+        if skipped:
+            say(f"skipped {len(skipped)} folder{'s' if len(skipped) > 1 else ''} without "
+                f"{' or '.join(prefer)}: {', '.join(map(str, skipped))}")
+        if len(found) > 1:
+            say(f"using {chosen}, the newest of {len(found)} checkpoints given")
+        elif chosen != Path(paths[0]):
+            say(f"using {chosen}")
+    return chosen
+
+
+def _expand(paths: Sequence[str | Path]) -> list[str]:
+    """Glob patterns that the shell left as they were (quoted, or inside key=value) expanded,
+    in name order; a pattern matching nothing is a CheckpointError."""
+    out: list[str] = []
+    for p in map(str, paths):
+        if any(c in p for c in "*?[") and not Path(p).exists():
+            matches = sorted(glob.glob(p))
+            if not matches:
+                raise CheckpointError(f"{p} matches no file or folder")
+            out += matches
+        else:
+            out.append(p)
+    return out
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -27,31 +27,38 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from logreg_torch.config import ConfigError
     from logreg_torch.data import DataError
     from logreg_torch.inference import InferenceError
+    from logreg_torch.rundir import RunFolderError
     from logreg_torch.runs import TrainingError
     from logreg_torch.runtime import DistributedError
 
     return (ConfigError, DataError, CheckpointError, TrainingError, DistributedError, UsageError,
-            InferenceError)
+            InferenceError, RunFolderError)
 
 
 CHECKPOINT_HELP = ("a checkpoint (last.pt, best.pt) or a run folder (its best.pt, else "
                    "last.pt); given several, e.g. runs/default-*, the newest is used")
 
 
-def resolve_checkpoints(paths: Sequence[str]) -> Path:
-    """The checkpoint to use for ``paths`` (files or run folders): the newest of them by
-    modification time. Says on stderr which file was picked whenever it is not the one
-    path given."""
-    from logreg_torch.checkpoint import resolve_checkpoint
+def resolve_checkpoints(paths: Sequence[str]) -> tuple[Path, list[str]]:
+    """The checkpoint to use for ``paths`` (files, run folders or globs): the newest of them
+    by modification time, folders without a checkpoint passed over; and the lines for stderr
+    that say which file was picked and which folders were skipped (whenever it is not the one
+    path given), to print once the checkpoint has loaded (a refused command: one line)."""
+    from logreg_torch.checkpoint import resolve_checkpoints as resolve
 
-    resolved = [resolve_checkpoint(p) for p in paths]
-    existing = [p for p in resolved if p.is_file()]
-    chosen = max(existing, key=lambda p: p.stat().st_mtime) if existing else resolved[0]
-    if len(paths) > 1:
-        print(f"using {chosen}, the newest of {len(paths)} checkpoints given", file=sys.stderr)
-    elif Path(paths[0]).is_dir():
-        print(f"using {chosen}", file=sys.stderr)
-    return chosen
+    notes: list[str] = []
+    return resolve(paths, say=notes.append), notes
+
+
+def _say(notes: list[str]) -> None:
+    for line in notes:
+        print(line, file=sys.stderr)
+
+
+def _version() -> str:
+    from logreg_torch import __version__
+
+    return __version__
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,12 +66,15 @@ def _parser() -> argparse.ArgumentParser:
         prog="logreg-torch",
         description="Logistic regression in PyTorch with a hand-written binary cross-entropy.",
     )
+    parser.add_argument("--version", action="version", version=f"logreg-torch {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model from a YAML config")
     p.add_argument("config", help="YAML config file, e.g. configs/default.yaml")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=0.1")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar or metric tables; still the run folder and how the "
+                        "run ended")
     p.add_argument("--timings", action="store_true",
                    help="print seconds by stage (imports, data, setup, train, evaluate, "
                         "logging) as one JSON line on stderr")
@@ -90,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="coefficients with standard errors, z, p-values and "
                                        "intervals of a logistic model (as statsmodels' Logit)")
-    p.add_argument("run", help="a run folder (its best.pt, else last.pt) or a checkpoint")
+    p.add_argument("run", nargs="+", help=CHECKPOINT_HELP)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--alpha", type=float, default=0.05,
                    help="1 - confidence level of the intervals (default 0.05: 95%%)")
@@ -113,7 +123,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         timings = {"imports": imports, **result.extra.get("timings", {})}
         print(json.dumps({"timings": {k: round(v, 4) for k, v in timings.items()}}),
               file=sys.stderr)
-    if not args.quiet and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 reports
+    if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 reports
+        _report(result, cfg, args.quiet)
+    return 0
+
+
+def _report(result, cfg, quiet: bool) -> None:
+    """The metric tables (not with --quiet), then where the run is and how it ended."""
+    if not quiet:
         from logreg_torch.metrics import format_metrics_table
 
         last = result.history[-1] if result.history else {}
@@ -124,31 +141,41 @@ def cmd_train(args: argparse.Namespace) -> int:
             print("validation metrics:\n" + format_metrics_table(val, note=_loss_note(cfg)))
         if result.test:
             print("test metrics:\n" + format_metrics_table(result.test, note=_loss_note(cfg)))
-        print(f"run folder: {result.run_dir} (checkpoints last.pt, best.pt)")
-        print("see the curves with: tensorboard --logdir runs")
-        if result.ending is not None:  # the last line says how the run ended
-            print(result.ending.message)
-    return 0
+    print(f"run folder: {result.run_dir} (checkpoints last.pt, best.pt)")
+    print(f"see the curves with: tensorboard --logdir {tensorboard_logdir(result.run_dir)}")
+    if result.ending is not None:  # the last line says how the run ended
+        print(result.ending.message)
 
 
-def _load(checkpoint: Path):
+def tensorboard_logdir(run_dir: Path) -> Path:
+    """The folder to give ``tensorboard --logdir`` for a run: the folder of its runs (so it
+    is drawn beside its siblings), or the run folder itself when that has no parent folder
+    here (``--logdir .`` would read the whole working directory)."""
+    parent = Path(run_dir).parent
+    return Path(run_dir) if parent == Path(".") else parent
+
+
+def _load(paths: Sequence[str]):
+    """(checkpoint path, state, model) for the paths a command was given."""
     from logreg_torch.checkpoint import load_checkpoint
     from logreg_torch.predict import model_from_checkpoint
 
+    checkpoint, notes = resolve_checkpoints(paths)
     state = load_checkpoint(checkpoint)
-    return state, model_from_checkpoint(state)
+    model = model_from_checkpoint(state)
+    _say(notes)
+    return checkpoint, state, model
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from logreg_torch.data import prepare, read_rows
+    from logreg_torch.data import read_rows
     from logreg_torch.loop import evaluate
     from logreg_torch.objective import make_objective
     from logreg_torch.predict import resolved_config_of
 
-    checkpoint = resolve_checkpoints(args.checkpoint)
-    state, model = _load(checkpoint)
+    checkpoint, state, model = _load(args.checkpoint)
     cfg = resolved_config_of(state)
     dtype = next(model.parameters()).dtype
     if args.data:
@@ -157,10 +184,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         X, y = torch.tensor(rows.X, dtype=dtype), torch.tensor(rows.y, dtype=dtype)
         where = args.data
     else:
-        data = prepare(cfg.data, cfg.train.seed, dtype=dtype)
-        (X, y), where = (data.test, "test split") if len(data.test[0]) else (data.val, "val split")
-        if len(X) == 0:
-            (X, y), where = data.train, "train split (the run held nothing out)"
+        X, y, where = _held_out(cfg, dtype)
     objective = make_objective(cfg, y, torch.device("cpu"), dtype)
     metrics = evaluate(model, objective, X, y)
     if args.json:
@@ -171,6 +195,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{checkpoint} on {where} ({len(X)} rows)")
         print(format_metrics_table(metrics, note=_loss_note(cfg)))
     return 0
+
+
+def _held_out(cfg, dtype):
+    """The run's test split, else its validation split, else its training rows, read as the
+    run read them (a streamed run: from disk, its held-out rows only)."""
+    from logreg_torch.data import prepare, prepare_streaming
+
+    if cfg.data.streaming:
+        data = prepare_streaming(cfg.data, cfg.train.seed, dtype=dtype)[1]
+    else:
+        data = prepare(cfg.data, cfg.train.seed, dtype=dtype)
+    (X, y), where = (data.test, "test split") if len(data.test[0]) else (data.val, "val split")
+    if len(X) == 0 and cfg.data.streaming:
+        raise UsageError(f"the run held no rows out and streamed its training rows from "
+                         f"{cfg.data.path}; pass the rows to score with --data")
+    if len(X) == 0:
+        (X, y), where = data.train, "train split (the run held nothing out)"
+    return X, y, where
 
 
 def _loss_note(cfg) -> str | None:
@@ -196,7 +238,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if Path(args.output).is_dir():
         raise UsageError(f"--output {args.output} is a folder; pass a file name such as "
                          f"{Path(args.output) / 'predictions.csv'}")
-    state, model = _load(resolve_checkpoints(args.checkpoint))
+    _, state, model = _load(args.checkpoint)
     rows = read_rows(args.input, state["feature_names"], state["preprocessing"],
                      state["label_map"])
     dtype = next(model.parameters()).dtype
@@ -260,7 +302,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from logreg_torch.inference import summarize
 
-    table = summarize(args.run, alpha=args.alpha)
+    checkpoint, notes = resolve_checkpoints(args.run)
+    table = summarize(checkpoint, alpha=args.alpha)
+    _say(notes)
     print(table.to_json() if args.json else table.format())
     return 0
 
@@ -307,6 +351,10 @@ def _interrupted(e: KeyboardInterrupt) -> int:
 
 
 def _run(argv: Sequence[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--version"]:  # an exit code like every command's, not argparse's exit
+        print(f"logreg-torch {_version()}")
+        return 0
     parser = _parser()
     # Overrides may come before or after flags (train CONFIG --quiet a=1 b=2); argparse
     # stops a positional list at the first flag, so gather the rest here.

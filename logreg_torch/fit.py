@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
 from torch import Tensor
 
-from logreg_torch.checkpoint import load_checkpoint, resolve_checkpoint
+from logreg_torch.checkpoint import load_checkpoint, resolve_checkpoints
 from logreg_torch.config import (
     Config,
     config_from_dict,
@@ -24,6 +26,7 @@ from logreg_torch.config import (
 from logreg_torch.fullbatch import Rows, solve_epoch
 from logreg_torch.loop import evaluate, train_one_epoch, train_one_epoch_streaming
 from logreg_torch.predict import predict_logits
+from logreg_torch.rundir import RunFolderError, check_free, check_resume, folder_lock
 from logreg_torch.runs import (
     TAGS,
     Checkpoints,
@@ -64,7 +67,8 @@ def fit(cfg: Config, quiet: bool = True) -> FitResult:
     rank, world = init_distributed(cfg.train.device, cfg.train.dist_backend,
                                    cfg.train.dist_timeout)
     try:
-        return _fit(cfg, quiet, rank, world)
+        with ExitStack() as held:  # the run folder's lock, held until the run ends
+            return _fit(cfg, quiet, rank, world, held)
     except RuntimeError as e:
         if world == 1 or isinstance(e, TrainingError | DistributedError) or not _is_dist_failure(e):
             raise
@@ -88,22 +92,24 @@ def _is_dist_failure(e: RuntimeError) -> bool:
         word in text for word in ("gloo", "nccl", "connection", "timed out", "timeout", "peer"))
 
 
-def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
+def _fit(cfg: Config, quiet: bool, rank: int, world: int, held: ExitStack) -> FitResult:
     started = time.perf_counter()
     runtime = resolve_runtime(cfg.train.device, cfg.train.precision, rank, world)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    resume_state = None
+    # Everything that can refuse the run is checked before its folder is written.
+    resume_state, notes = None, []
     if cfg.train.resume:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(
-            cfg.train, resume=str(resolve_checkpoint(cfg.train.resume, prefer=("last.pt",)))))
-        resume_state = load_checkpoint(cfg.train.resume)
-        check_resume_name(cfg, resume_state)
+        cfg, resume_state, notes = _load_resume(cfg)
+    if cfg.log.run_dir:
+        check_free(cfg.log.run_dir, cfg.train.resume)
     t = set_up(cfg, runtime)
     t.timings["setup"] = time.perf_counter() - started - t.timings["data"]
     progress = Progress() if resume_state is None else _resume(t, resume_state)
+    for line in notes if runtime.is_main else ():  # the resume is taken: say from where
+        print(line, file=sys.stderr)
     if resume_state is None:
         progress.first_loss = _initial_loss(t)
-    run_dir = _run_dir(cfg, runtime, resumed=resume_state is not None)
+    run_dir = _run_dir(cfg, runtime, resume_state is not None, held)
     # A resume goes on in the same run (one folder, one run in TensorBoard), from the step
     # after its checkpoint's: an epoch, or for a full-batch solver (whose curves are per
     # iteration) an iteration.
@@ -132,8 +138,21 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int) -> FitResult:
 # ----------------------------------------------------------------------------- resume, run folder
 
 
+def _load_resume(cfg: Config) -> tuple[Config, dict, list[str]]:
+    """The checkpoint ``train.resume`` names (a file, a run folder's last.pt, the newest of a
+    glob's), read and checked against the config: ``cfg`` with its path resolved, the state,
+    and the lines that say which file was taken (and which folders skipped)."""
+    notes: list[str] = []
+    path = resolve_checkpoints([cfg.train.resume], prefer=("last.pt",), say=notes.append)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, resume=str(path)))
+    state = load_checkpoint(path)
+    check_resume_name(cfg, state)
+    check_resume(path, state, dataclasses.asdict(cfg))
+    return cfg, state, notes
+
+
 def _resume(t: Training, state: dict) -> Progress:
-    check_resume_fits(state, t.cfg, len(t.data.feature_names))
+    check_resume_fits(state, t.cfg, t.data.feature_names)
     t.model.load_state_dict(state["model"])
     if t.optimizer is not None:
         load_optimizer_state(t.optimizer, state["optimizer"])  # this device's kernels
@@ -147,22 +166,39 @@ def _resume(t: Training, state: dict) -> Progress:
     return progress
 
 
-def _run_dir(cfg: Config, runtime: Runtime, resumed: bool) -> Path:
-    """The run folder: a new one, or where a resume goes on; its config.yaml written."""
-    if resumed:
-        run_dir = Path(cfg.log.run_dir) if cfg.log.run_dir else Path(cfg.train.resume).parent
-        if runtime.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-    else:
-        run_dir = new_run_dir(cfg) if runtime.is_main else None
+def _run_dir(cfg: Config, runtime: Runtime, resumed: bool, held: ExitStack) -> Path:
+    """The run folder, locked by this run until it ends (a new one, or where a resume goes
+    on); its config.yaml written."""
+    run_dir, refused = None, None
+    if runtime.is_main:
+        try:
+            run_dir = _claim_run_dir(cfg, resumed, held)
+        except RunFolderError as e:
+            if runtime.world_size == 1:
+                raise
+            refused = str(e)  # the other ranks stop with the same line
     if runtime.world_size > 1:  # rank 0 named the folder; the others need the name only
         import torch.distributed as dist
 
-        holder = [run_dir]
+        holder = [run_dir, refused]
         dist.broadcast_object_list(holder, src=0)
+        if holder[1] is not None:
+            raise RunFolderError(holder[1])
         run_dir = Path(holder[0])
     if runtime.is_main:
         save_config(cfg, run_dir / "config.yaml")
+    return run_dir
+
+
+def _claim_run_dir(cfg: Config, resumed: bool, held: ExitStack) -> Path:
+    if resumed:
+        run_dir = Path(cfg.log.run_dir) if cfg.log.run_dir else Path(cfg.train.resume).parent
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        run_dir = new_run_dir(cfg)
+    held.enter_context(folder_lock(run_dir))
+    # Checked again under the lock: another process may have written it since the first look.
+    check_free(run_dir, cfg.train.resume if resumed else None)
     return run_dir
 
 
@@ -186,9 +222,13 @@ def _train(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBoa
     Ctrl-C keeps the last finished epoch in last.pt and says how to resume."""
     bar = None
     if not quiet and t.runtime.is_main:
-        from tqdm import tqdm
+        from logreg_torch.progress import RunBars
 
-        bar = tqdm(total=t.cfg.train.epochs, initial=progress.epoch, desc="train", unit="epoch")
+        bar = t.bars = RunBars(
+            epochs=t.cfg.train.epochs, start_epoch=progress.epoch,
+            solver=t.cfg.optim.name if t.solver else None, max_iter=t.cfg.optim.max_iter,
+            start_iter=progress.step if t.solver else 0, stream=t.stream,
+            rank=t.runtime.rank, world=t.runtime.world_size)
     try:
         return _epochs(t, progress, ckpt, logger, bar)
     except KeyboardInterrupt:
@@ -247,9 +287,7 @@ def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBo
         if done % cfg.train.checkpoint_every == 0 or done == cfg.train.epochs:
             ckpt.save("last.pt", done, partial(t.state, progress, done))
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(train_loss=f"{train_loss:.4f}",
-                            val_loss=f"{val['loss']:.4f}" if val else "-")
+            bar.epoch_done(train_loss, val["loss"] if val else None)
         ckpt.keep_unsaved(done, partial(t.state, progress, done))
         if _should_stop(t, progress):
             if done % cfg.train.checkpoint_every != 0:
@@ -293,6 +331,8 @@ def _solve_epoch(t: Training, progress: Progress, epoch: int,
     def on_iter(point) -> None:
         logger.log_dict({"train/loss": point.loss, TAGS["grad_norm"]: point.grad_max},
                         point.iteration)
+        if t.bars is not None:
+            t.bars.iteration(point)
 
     report = solve_epoch(t.model, t.optimizer, t.objective, rows, t.runtime, o, t.solve, budget,
                          on_iter)

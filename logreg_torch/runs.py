@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from logreg_torch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from logreg_torch.config import Config, ConfigError
+from logreg_torch.config import FULL_BATCH_SOLVERS, Config, ConfigError
 from logreg_torch.data import Prepared
 from logreg_torch.objective import Objective
 from logreg_torch.predict import predict_proba
@@ -200,13 +200,20 @@ def checkpoint_state(cfg: Config, data: Prepared, model: nn.Module,
     }
 
 
-def check_resume_fits(state: dict, cfg: Config, in_features: int) -> None:
-    args = state["model_args"]
-    if args["in_features"] != in_features or args["name"] != cfg.model.name:
+def check_resume_fits(state: dict, cfg: Config, feature_names: list[str]) -> None:
+    """The data read now has the columns the checkpoint's model was trained on (the config
+    may name the same file, and the file have changed)."""
+    args, saved = state["model_args"], list(state.get("feature_names") or [])
+    if args["in_features"] != len(feature_names) or args["name"] != cfg.model.name:
         raise CheckpointError(
             f"cannot resume from {cfg.train.resume}: it holds a {args['name']} model with "
             f"{args['in_features']} features, the config builds {cfg.model.name} with "
-            f"{in_features}")
+            f"{len(feature_names)}")
+    if saved and saved != list(feature_names):
+        i = next(i for i, (a, b) in enumerate(zip(saved, feature_names, strict=True)) if a != b)
+        raise CheckpointError(
+            f"cannot resume from {cfg.train.resume}: the data's column {i} is "
+            f"{feature_names[i]!r}, the run was trained with {saved[i]!r} there")
 
 
 def resume_line(run_dir: Path) -> str:
@@ -324,12 +331,18 @@ def log_final(logger: TensorBoardLogger, cfg: Config, model: nn.Module, objectiv
         return
     from logreg_torch.tracking import class_names, run_hparams
 
-    hparams = run_hparams(dataclasses.asdict(cfg))
-    if ending is not None:  # how it ended, as columns beside the settings
-        hparams["ending.kind"] = ending.kind
-        hparams.update({f"ending.{k}": float(getattr(ending, k))
-                        for k in ("iterations", "grad_max") if getattr(ending, k) is not None})
-    logger.log_hparams(hparams, HPARAM_METRICS, descriptions=METRIC_DESCRIPTIONS)
+    hparams, blank = run_hparams(dataclasses.asdict(cfg)), set()
+    if cfg.optim.name in FULL_BATCH_SOLVERS:
+        blank.add("optim.lr")  # unused by their line searches: an empty cell, not a number
+    # How it ended, as columns beside the settings: the same columns for every run (the tab
+    # takes them from one run), empty where a fact does not apply.
+    hparams["ending.kind"] = ending.kind if ending is not None else "unknown"
+    for key in ("iterations", "grad_max"):
+        value = None if ending is None else getattr(ending, key)
+        hparams[f"ending.{key}"] = 0.0 if value is None else float(value)
+        if value is None:
+            blank.add(f"ending.{key}")
+    logger.log_hparams(hparams, HPARAM_METRICS, descriptions=METRIC_DESCRIPTIONS, blank=blank)
     if test:
         from logreg_torch.metrics import format_metrics_table
 

@@ -81,7 +81,9 @@ def flatten_hparams(hparams: Mapping[str, Any] | Any, prefix: str = "") -> dict[
 RUN_HPARAMS = ("data.source", "data.path", "model.name", "model.hidden", "optim.name",
                "optim.lr", "loss.l2", "loss.l1", "loss.pos_weight", "train.batch_size",
                "train.epochs", "train.precision")
-# The HParams tab ticks five hparam columns, those marked "differs" first: these five.
+# The HParams tab ticks the first five hparam columns; TensorBoard sorts those marked
+# "differs" first, each group by name: these five, as data.source, loss.l2, model.name,
+# optim.lr, optim.name.
 SHOWN_HPARAMS = ("data.source", "model.name", "optim.name", "optim.lr", "loss.l2")
 
 
@@ -205,7 +207,8 @@ class TensorBoardLogger:
     @_uncut
     def log_hparams(self, hparams: Mapping[str, Any] | Any, metric_tags: Iterable[str],
                     step: int = 0, shown: Iterable[str] = SHOWN_HPARAMS,
-                    descriptions: Mapping[str, str] | None = None) -> None:
+                    descriptions: Mapping[str, str] | None = None,
+                    blank: Iterable[str] = ()) -> None:
         """Hyperparameters for the HParams tab, with ``metric_tags`` as its metric columns.
 
         ``hparams`` may be nested (a dict, ``DictConfig`` or a dataclass); it is flattened by
@@ -216,7 +219,9 @@ class TensorBoardLogger:
         run's own events file. The tab ticks five hparam columns, those marked ``differs``
         first (TensorBoard sets it itself only for experiments it infers): ``shown`` are
         marked so; the tab lists the first five metrics of ``metric_tags`` the same way.
-        ``descriptions`` (tag -> text) appear as the metric columns' tooltips.
+        ``descriptions`` (tag -> text) appear as the metric columns' tooltips. ``blank``:
+        keys whose column this run shows empty (a setting it does not use); their values in
+        ``hparams`` only give the column its type, so that every run writes the same columns.
         """
         if self._writer is None:
             return
@@ -233,6 +238,11 @@ class TensorBoardLogger:
             info.differs = info.name in shown
         for info in data.experiment.metric_infos:
             info.description = (descriptions or {}).get(info.name.tag, "")
+        plugin.content = data.SerializeToString()
+        plugin = start.value[0].metadata.plugin_data
+        data = HParamsPluginData.FromString(plugin.content)
+        for key in blank:  # no value: TensorBoard shows the cell empty
+            data.session_start_info.hparams.pop(key, None)
         plugin.content = data.SerializeToString()
         file_writer = self._writer._get_file_writer()  # the one add_scalar writes through
         for summary in (experiment, start, end):

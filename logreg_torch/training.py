@@ -47,6 +47,7 @@ class Training:
     solve: SolveState = field(default_factory=SolveState)  # full-batch solvers
     ending: Ending | None = None  # once the run has ended
     step_graph: StepGraph | None = None  # train.cuda_graphs: the captured minibatch step
+    bars: Any = None  # the progress bars (logreg_torch.progress), when shown
 
     @property
     def solver(self) -> bool:

@@ -10,12 +10,12 @@ once with scripts/make_dataset.py under --data-root): ours is full-batch L-BFGS
 Each round runs, per size, ours, theirs, one ``np.load`` of X.npy and ``import torch`` (the
 last two are the baselines of the data-stage and memory targets), in a rotated order. Printed:
 wall-clock medians with min-max, the ratio, peak RSS (``ru_maxrss`` of each child, from
-``os.wait4``), where the time goes (ours: ``--timings``; theirs: the script times itself;
-"startup" is wall time outside those stages: interpreter, imports before main, exit), and both
-models' log loss on the standardized data, computed here in float64 from the checkpoint and
-the coefficients (one harness for both; a child process, so that this one stays small: a
-child's peak RSS counts from its parent's at fork). ``--busy`` runs one CPU-bound process
-beside it all.
+``os.wait4`` in a small launcher process, so that no child counts the memory of the process
+that started it: ``benchmark.py --e2e`` holds torch and data), where the time goes (ours:
+``--timings``; theirs: the script times itself; "startup" is wall time outside those stages:
+interpreter, imports before main, exit), and both models' log loss on the standardized data,
+computed in float64 from the checkpoint and the coefficients (one harness for both, in a child
+process). ``--busy`` runs one CPU-bound process beside it all.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from functools import partial
 from pathlib import Path
 
@@ -84,20 +83,36 @@ def write_config(tmp: Path, data: Path, n: int) -> Path:
     return config
 
 
+# Starts one command and reports its wall time, exit status and peak RSS. A child's ru_maxrss
+# starts at its parent's RSS when it forks (Linux carries the old memory's high-water mark
+# over exec), so the commands are started by this small process, not by the benchmark (which
+# holds torch and the data: every child would read as its size).
+LAUNCH = """
+import os, subprocess, sys, time
+t = time.perf_counter()
+p = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(p.pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(f"{time.perf_counter() - t} {os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
+"""
+
+
 def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str, str]:
     """(wall seconds, peak RSS in MB, stdout, stderr) of one child process."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
+            tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report"
+        launcher = subprocess.run([sys.executable, "-c", LAUNCH, str(report), *cmd],
+                                  stdout=out, stderr=err, env=env)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[:3]} failed ({proc.returncode}):\n{stderr[-2000:]}")
-    return wall, usage.ru_maxrss / 1024, stdout, stderr
+        if launcher.returncode != 0 or not report.is_file():
+            raise RuntimeError(f"the launcher of {cmd[:3]} failed:\n{stderr[-2000:]}")
+        wall, code, maxrss_kb = report.read_text().split()
+    if int(code) != 0:
+        raise RuntimeError(f"{cmd[:3]} failed ({code}):\n{stderr[-2000:]}")
+    return float(wall), int(maxrss_kb) / 1024, stdout, stderr
 
 
 def timings_of(stderr: str) -> dict[str, float]:

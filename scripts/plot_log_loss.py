@@ -1,8 +1,10 @@
 """Figures for the log-loss story: why logistic regression is trained on log loss, not MSE.
 
-    python scripts/plot_log_loss.py [--out scripts/figures] [--logdir runs/log-loss-story]
+    python scripts/plot_log_loss.py [--out scripts/figures] [--logdir runs-story/log-loss]
 
-Writes two PNGs (atomically) and the same figures to a TensorBoard run:
+Writes two PNGs (atomically) and the same figures to a TensorBoard run, outside ``runs/``:
+there its images would sort before ``train/loss`` in every run's Time Series
+(``tensorboard --logdir runs-story`` shows them):
 - ``log_loss_curves.png``: the loss of one customer against the predicted probability of
   "jacket", for a jacket buyer (class 1, -ln p) and a cardigan buyer (class 0, -ln(1 - p)).
 - ``mse_vs_log_loss.png``: on a small 1-D data set, the cost of the model p = sigmoid(w * x)
@@ -27,7 +29,7 @@ from torch import Tensor
 from logreg_torch.losses import binary_cross_entropy, binary_cross_entropy_with_logits
 
 FIGURES = Path(__file__).resolve().parent / "figures"
-LOGDIR = Path("runs") / "log-loss-story"
+LOGDIR = Path("runs-story") / "log-loss"
 # The two customers the article works through: a jacket buyer given p = 0.94 and a cardigan
 # buyer given p = 0.1.
 STORY_POINTS = ((0.94, 1), (0.10, 0))
@@ -215,7 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"at w = {c['at_weight']:+.2f} -> {verdict}")
     for path in paths.values():
         print(f"wrote {path}")
-    print(f"TensorBoard run: {args.logdir}")
+    print(f"TensorBoard run: {args.logdir} (see it with: tensorboard --logdir "
+          f"{args.logdir.parent})")
     return {"paths": paths, "logdir": args.logdir, "convexity": check}
 
 

@@ -2,10 +2,10 @@
 
     python scripts/screenshot_tensorboard.py runs/default-20250101-120000 --out shots/
 
-Starts ``tensorboard --logdir RUN_PARENT`` on a free port bound to 127.0.0.1, saves one PNG per
-tab (Time Series, Scalars, Images, HParams, PR curves, Text, Custom scalars) and stops the
-server. Needs a ``chromium`` (or ``chromium-browser`` / ``google-chrome``) on PATH; on Debian:
-``apt-get install chromium``.
+Starts ``tensorboard`` on that one run (named as its folder; no other run beside it) on a free
+port bound to 127.0.0.1, saves one PNG per tab (Time Series, Scalars, Images, HParams, PR
+curves, Text, Custom scalars) and stops the server. Needs a ``chromium`` (or
+``chromium-browser`` / ``google-chrome``) on PATH; on Debian: ``apt-get install chromium``.
 """
 
 from __future__ import annotations
@@ -54,16 +54,23 @@ def _wait_until_up(base: str, server: subprocess.Popen, timeout: float = 60.0) -
     raise SystemExit(f"error: tensorboard did not answer on {base} within {timeout:g}s")
 
 
-def screenshot_all(run_dir: Path, out: Path, browser: str, size: str = "1400,1000") -> list[Path]:
-    """One PNG per tab of TensorBoard showing ``run_dir``'s parent folder; returns the paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
+def tensorboard_command(run_dir: Path, port: int) -> list[str]:
+    """``tensorboard`` serving the one run in ``run_dir``, under the folder's name (a
+    ``--logdir`` of its parent would show every run beside it)."""
     tensorboard = Path(sys.executable).with_name("tensorboard")
     command = [str(tensorboard)] if tensorboard.exists() else [sys.executable, "-m",
                                                                "tensorboard.main"]
-    command += ["--logdir", str(run_dir.parent), "--host", "127.0.0.1", "--port", str(port),
-                "--load_fast=false", "--reload_interval=0"]
+    name = run_dir.resolve().name.replace(",", "_").replace(":", "_")  # the spec's separators
+    return command + ["--logdir_spec", f"{name}:{run_dir}", "--host", "127.0.0.1",
+                      "--port", str(port), "--load_fast=false", "--reload_interval=0"]
+
+
+def screenshot_all(run_dir: Path, out: Path, browser: str, size: str = "1400,1000") -> list[Path]:
+    """One PNG per tab of TensorBoard showing the run in ``run_dir``; returns the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = tensorboard_command(run_dir, port)
     shots = []
     with tempfile.TemporaryDirectory() as profile, open(out / "tensorboard.log", "wb") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

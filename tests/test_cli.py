@@ -83,12 +83,55 @@ def test_train_with_overrides(run_dir) -> None:
         DEFAULT, [*FAST, f"log.run_dir={run_dir}"])
 
 
+def test_quiet_still_says_where_the_run_is_and_how_it_ended(tmp_path, capsys) -> None:
+    run = tmp_path / "runs" / "q"
+    assert cli.main(["train", str(DEFAULT), "--quiet", *FAST, f"log.run_dir={run}"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""  # no progress bar
+    ending = load_checkpoint(run / "last.pt")["ending"]["message"]
+    # The TensorBoard hint names the folder the run is in, whatever log.run_dir was.
+    assert out.splitlines() == [f"run folder: {run} (checkpoints last.pt, best.pt)",
+                                f"see the curves with: tensorboard --logdir {run.parent}",
+                                ending]
+    assert ending == "finished 3 epochs; best epoch 3 (best.pt)"
+
+
+def test_evaluate_a_streamed_run_on_its_validation_rows(tmp_path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    data = tmp_path / "shards"
+    data.mkdir()
+    for i in range(2):  # shards: only streaming reads them
+        X = rng.standard_normal((500, 3)).astype(np.float32)
+        np.save(data / f"X-{i:05d}.npy", X)
+        np.save(data / f"y-{i:05d}.npy", (X[:, 0] > 0).astype(np.float32))
+    run = tmp_path / "run"
+    assert cli.main(["train", str(DEFAULT), "data.source=npy", f"data.path={data}",
+                     "data.streaming=true", *FAST, f"log.run_dir={run}", "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["data"] == "val split" and report["n"] == 200
+    val_loss = load_checkpoint(run / "best.pt")["history"][-1]["val/loss"]
+    assert report["loss"] == pytest.approx(val_loss, rel=1e-6)
+
+
+def test_version_names_the_package_and_needs_no_torch() -> None:
+    project = (REPO / "pyproject.toml").read_text()
+    version = project.split('version = "', 1)[1].split('"', 1)[0]
+    code = ("import sys\nfrom logreg_torch import cli\n"
+            "print(cli.main(['--version']), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.splitlines() == [f"logreg-torch {version}", "0 False"], out
+
+
 def test_train_overrides_after_the_flag_and_a_summary(tmp_path, capsys) -> None:
     code = cli.main(["train", str(DEFAULT), "--quiet", "train.epochs=1",
                      f"log.run_dir={tmp_path / 'q'}", "log.histogram_every=0"])
     assert code == 0
     assert load_checkpoint(tmp_path / "q" / "last.pt")["epoch"] == 1
-    assert capsys.readouterr() == ("", "")  # --quiet: no summary, no progress bar
+    out, err = capsys.readouterr()  # --quiet: no tables, no progress bar
+    assert err == "" and "trained" not in out and out.count("\n") == 3, out
 
     assert cli.main(["train", str(DEFAULT), "train.epochs=1", f"log.run_dir={tmp_path / 'v'}",
                      "log.histogram_every=0"]) == 0
@@ -425,6 +468,7 @@ def test_summary_bad_input_is_one_line_exit_2(run_dir, tmp_path, capsys) -> None
     assert cli.main(["train", str(DEFAULT), "model.name=mlp", "model.hidden=[4]",
                      "train.epochs=1", f"log.run_dir={mlp}", "log.histogram_every=0",
                      "--quiet"]) == 0
+    capsys.readouterr()  # the run's folder and ending (--quiet still says where it is)
     assert cli.main(["summary", str(mlp)]) == 2
     assert "holds an mlp model" in one_error_line(capsys)
     # breast_cancer on all 30 features, 80% of the rows, no penalty: the classes separate
@@ -434,13 +478,14 @@ def test_summary_bad_input_is_one_line_exit_2(run_dir, tmp_path, capsys) -> None
                      "train.batch_size=null", "train.epochs=1", "train.precision=fp64",
                      f"log.run_dir={sep}", "log.histogram_every=0", "train.device=cpu",
                      "--quiet"]) == 0
+    capsys.readouterr()
     assert cli.main(["summary", str(sep)]) == 2
     line = one_error_line(capsys)
     assert line.startswith("error: perfect separation: coefficient of '") and "diverges" in line
     empty = tmp_path / "empty"
     empty.mkdir()
     assert cli.main(["summary", str(empty)]) == 2
-    assert "no best.pt or last.pt" in one_error_line(capsys)
+    assert "is a folder without best.pt or last.pt" in one_error_line(capsys)
     assert cli.main(["summary", str(run_dir), "--alpha", "2"]) == 2
     assert "--alpha" in one_error_line(capsys)
 

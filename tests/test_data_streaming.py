@@ -225,12 +225,23 @@ CAPPED = ("data.source=npy", "optim.name=lbfgs", "train.batch_size=null",
           "data.val_fraction=0.05")
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-def test_streaming_fits_under_a_memory_cap_that_stops_in_memory_training(
-        tmp_path: Path, make_dataset) -> None:
-    big, tiny = tmp_path / "big", tmp_path / "tiny"
+@pytest.fixture(scope="module")
+def big_and_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """X.npy of ROWS x FEATURES float32 (114 MiB), and a tiny one of the same width."""
+    spec = importlib.util.spec_from_file_location("make_dataset", SCRIPT)
+    make_dataset = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_dataset)
+    root = tmp_path_factory.mktemp("datasets")
+    big, tiny = root / "big", root / "tiny"
     make_dataset.main([str(big), "--rows", str(ROWS), "--features", str(FEATURES)])
     make_dataset.main([str(tiny), "--rows", "2000", "--features", str(FEATURES), "--seed", "1"])
+    return big, tiny
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_streaming_fits_under_a_memory_cap_that_stops_in_memory_training(
+        tmp_path: Path, big_and_tiny: tuple[Path, Path]) -> None:
+    big, tiny = big_and_tiny
     size = (big / "X.npy").stat().st_size
     assert size > 1.5 * MARGIN
     script = tmp_path / "child.py"
@@ -272,6 +283,53 @@ def test_streaming_fits_under_a_memory_cap_that_stops_in_memory_training(
           f"MiB, after streaming {mib['after']['VmData']} MiB; VmHWM "
           f"{mib['before']['VmHWM']} -> {mib['between']['VmHWM']} -> {mib['after']['VmHWM']} "
           "MiB (VmHWM counts the mapped pages of X.npy too)")
+
+
+# Peak RSS (VmHWM: anonymous memory and the file pages mapped into the process alike) of a
+# streamed fit, in a fresh process, after a tiny fit has done the imports and first allocations.
+PEAK_CHILD = textwrap.dedent("""
+    import json, sys
+    import logreg_torch.tracking
+    from logreg_torch.config import load_config
+    from logreg_torch.train import fit
+
+    logreg_torch.tracking.figures_available = lambda: False
+
+    def vm_hwm():
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
+
+    overrides, tiny, big, runs = json.loads(sys.argv[1])
+    for path, name in ((tiny, "warm"), (big, "big")):
+        before = vm_hwm()
+        fit(load_config(None, [*overrides, f"data.path={path}", f"log.run_dir={runs}/{name}"]))
+    print(json.dumps({"before": before, "after": vm_hwm()}))
+""")
+PEAK_MARGIN = 24 << 20
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_streaming_peak_rss_is_one_chunk_not_the_file(tmp_path: Path,
+                                                      big_and_tiny: tuple[Path, Path]) -> None:
+    # What a streamed fit holds: validation rows (5%, fp32), labels and split indices, one
+    # chunk (float64 as read, then the fp32 tensor) and the read buffer; not X.npy, which is
+    # read in full several times (the statistics, the validation rows, every L-BFGS pass).
+    big, tiny = big_and_tiny
+    overrides = [*CAPPED, "data.streaming=true"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", PEAK_CHILD, json.dumps(
+        [overrides, str(tiny), str(big), str(tmp_path / "runs")])], env=env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    size = (big / "X.npy").stat().st_size
+    chunk = 20_000 * FEATURES * (8 + 4)
+    held = int(0.05 * ROWS) * FEATURES * 4 + ROWS * 4 * 8 + chunk + (1 << 20)
+    added = report["after"] - report["before"]
+    print(f"\nX.npy {size >> 20} MiB; peak RSS +{added >> 20} MiB over the warm process; "
+          f"bound {(held + PEAK_MARGIN) >> 20} MiB (held {held >> 20} + {PEAK_MARGIN >> 20})")
+    assert size > 4 * PEAK_MARGIN  # a map's pages would show: the file is 4.7x the margin
+    assert added <= held + PEAK_MARGIN, (added >> 20, held >> 20)
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -460,10 +460,8 @@ def test_checkpoint_written_without_crcs_still_loads(tmp_path, csv_run) -> None:
 
 
 @pytest.mark.parametrize(("extra", "fragments"), [
-    (["data.features=[a,b]"], ["holds a logistic model with 3 features",
-                               "the config builds logistic with 2"]),
-    (["model.name=mlp", "model.hidden=[4]"], ["holds a logistic model",
-                                              "the config builds mlp with 3"]),
+    (["data.features=[a,b]"], ["data.features=['a', 'b'] (the run: None)"]),
+    (["model.name=mlp", "model.hidden=[4]"], ["model.name=mlp (the run: logistic)"]),
 ])
 def test_resume_from_another_model_shape(extra, fragments, csv_run, tmp_path, capsys) -> None:
     before = {p.name: p.read_bytes() for p in csv_run.iterdir() if p.is_file()}
@@ -473,6 +471,25 @@ def test_resume_from_another_model_shape(extra, fragments, csv_run, tmp_path, ca
     assert_all_in(line, [f"cannot resume from {csv_run / 'last.pt'}", *fragments])
     after = {p.name: p.read_bytes() for p in csv_run.iterdir() if p.is_file()}
     assert after == before  # the run folder is untouched
+
+
+@pytest.mark.parametrize(("header", "fragments"), [
+    (["a", "b", "label"], ["holds a logistic model with 3 features",
+                           "the config builds logistic with 2"]),
+    (["a", "b", "d", "label"], ["the data's column 2 is 'd', the run was trained with 'c'"]),
+])
+def test_resume_on_a_data_file_that_changed(header, fragments, tmp_path, capsys) -> None:
+    # The same config, but the file it names now holds other columns.
+    data = write_rows(tmp_path / "train.csv", HEADER, labeled_rows())
+    run = tmp_path / "run"
+    assert cli.main([str(a) for a in csv_train_argv(data, run, "train.epochs=1")]) == 0
+    rows = [[*r[:len(header) - 1], r[-1]] for r in labeled_rows()]
+    write_rows(data, header, rows)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    line = error_line(csv_train_argv(data, run, f"train.resume={run}", "train.epochs=2"),
+                      capsys)
+    assert_all_in(line, [f"cannot resume from {run / 'last.pt'}", *fragments])
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
 def test_weights_that_do_not_fit_their_model_args(csv_run, tmp_path, capsys) -> None:

@@ -146,3 +146,14 @@ def test_mse_vs_log_loss_figure_draws_both_costs(plot):
     assert int(concave.sum()) == check["mse"]["negative_count"] > 0
     assert shade.get_label() == "bends down (2nd difference < 0)"
     assert f"MSE {check['mse']['min_second_difference']:.2e}" in fig._suptitle.get_text()
+
+
+def test_the_story_run_stays_out_of_the_training_runs(plot, tmp_path, monkeypatch, capsys):
+    # Under runs/, its story/ images would sort before train/loss in Time Series for
+    # `tensorboard --logdir runs`, the README's first command.
+    monkeypatch.chdir(tmp_path)
+    result = plot.main(["--out", str(tmp_path / "figures")])
+    assert result["logdir"] == Path("runs-story") / "log-loss"
+    assert list((tmp_path / "runs-story" / "log-loss").glob("events.out.tfevents.*"))
+    assert not (tmp_path / "runs").exists()
+    assert "see it with: tensorboard --logdir runs-story" in capsys.readouterr().out

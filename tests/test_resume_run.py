@@ -60,3 +60,23 @@ def test_resume_under_another_log_name_is_one_line(tmp_path, capsys) -> None:
     assert err.startswith("error: log.name='other' with train.resume: a resumed run continues "
                           "run 'default'"), err
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
+
+
+def test_each_process_adds_an_events_file_and_tensorboard_reads_one_run(tmp_path) -> None:
+    # As the README says: TensorBoard's writer never appends to a file, so the first run and
+    # each resume write one events file each, in the one folder, read as one run.
+    from tensorboard.backend.event_processing import plugin_event_multiplexer as pem
+
+    run = tmp_path / "runs" / "run"
+    assert cli.main(["train", str(DEFAULT), "train.epochs=1", *FAST, f"log.run_dir={run}",
+                     "--quiet"]) == 0
+    for epochs in (2, 3):
+        assert cli.main(["train", str(run / "config.yaml"), f"train.epochs={epochs}",
+                         f"train.resume={run}", "--quiet"]) == 0
+    assert len(list(run.glob("events.out.tfevents.*"))) == 3
+    mux = pem.EventMultiplexer().AddRunsFromDirectory(str(tmp_path / "runs")).Reload()
+    assert list(mux.Runs()) == ["run"]
+    assert [e.step for e in mux.Tensors("run", "train/loss")] == [1, 2, 3]
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "one for the run, one more for each resume" in readme
+    assert "a resumed run appends to it" not in readme

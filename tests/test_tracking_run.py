@@ -188,7 +188,7 @@ def test_tensorboard_server_shows_the_run(result: FitResult, tmp_path: Path) -> 
         # The HParams tab: columns from the experiment, values from the session group.
         experiment = _get(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
         names = {h["name"] for h in experiment["hparamInfos"]}
-        assert names == set(RUN_HPARAMS) | {"ending.kind"}
+        assert names == set(RUN_HPARAMS) | {"ending.kind", "ending.iterations", "ending.grad_max"}
         metric_tags = [m["name"]["tag"] for m in experiment["metricInfos"]]
         assert metric_tags == list(HPARAM_METRICS)
         groups = _get(f"{base}/data/plugin/hparams/session_groups", {
