@@ -24,11 +24,11 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from logreg_torch.interrupts import critical
-from logreg_torch.losses import _check_range
-from logreg_torch.losses_fast import bcel_chunk as _bcel_chunk
-from logreg_torch.losses_fast import chunked_sum as _chunked_sum
-from logreg_torch.losses_fast import pos_weight_terms as _pos_weight_terms
-from logreg_torch.losses_fast import scratch_tensors as _scratch
+from logreg_torch.loss.checks import check_range as _check_range
+from logreg_torch.loss.cpu import bcel_chunk as _bcel_chunk
+from logreg_torch.loss.cpu import chunked_sum as _chunked_sum
+from logreg_torch.loss.cpu import pos_weight_terms as _pos_weight_terms
+from logreg_torch.loss.cpu import scratch_tensors as _scratch
 
 # Rows per block: a block of a 100-feature float32 matrix is ~6 MB, in the last-level cache,
 # so the second product reads it from cache; large enough that Python overhead is small.
