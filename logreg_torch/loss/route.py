@@ -71,3 +71,14 @@ def linear() -> ModuleType:
     from logreg_torch.loss import triton_linear
 
     return triton_linear
+
+
+LINEAR_MAX_D = 4096  # beyond, a block of rows no longer fits the kernel's registers
+
+
+def linear_applies(features: Tensor, weight: Tensor, pos_weight: Tensor | None) -> bool:
+    """fast.py's fused epoch of ``features`` (N, D) and a (1, D) ``weight`` runs on the kernel."""
+    return (available() and on_kernel_device(features) and features.dim() == 2
+            and features.dtype in DTYPES and weight.dtype in DTYPES
+            and 0 < features.shape[1] <= LINEAR_MAX_D
+            and all(t is None or type(t) in _PLAIN for t in (features, weight, pos_weight)))

@@ -237,3 +237,61 @@ def scale_in_place(g_ptr, s_ptr, n, ITERS: tl.constexpr, BLOCK: tl.constexpr):
             m = offs < n
             v = tl.load(g_ptr + offs, mask=m, other=0.0).to(tl.float32)
             tl.store(g_ptr + offs, (v * s).to(g_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def linear_loss_forward(x_ptr, w_ptr, b_ptr, y_ptr, pw_ptr, gz_ptr, part_ptr, flag_ptr, n, d,
+                        stride_n, stride_d, HAS_B: tl.constexpr, PW_MODE: tl.constexpr,
+                        WRITE_GZ: tl.constexpr, CHECK_Y: tl.constexpr, ITERS: tl.constexpr,
+                        BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The full-batch value and gradient of mean BCE-with-logits of X w + b, times n.
+
+    Program p takes ITERS blocks of BLOCK_N rows from row p * ITERS * BLOCK_N. Each block of X
+    is read once, into registers; the logits, the loss, g = sigmoid(z) - y (with pos_weight:
+    the derivative of the weighted loss) and g^T X come from those registers. Program p writes
+    ``part_ptr[p, :] = (loss sum, sum of g, g^T X)`` (row length BLOCK_D + 2; the host sums
+    the rows); WRITE_GZ also writes g per row (the features' gradient needs it), CHECK_Y the
+    count of targets outside [0, 1] into ``flag_ptr[p]``. PW_MODE is ABSENT, SCALAR or EACH
+    (one per row)."""
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_D)
+    cmask = cols < d
+    w = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    b = 0.0
+    if HAS_B:
+        b = tl.load(b_ptr).to(tl.float32)
+    pw = 1.0
+    if PW_MODE == SCALAR:
+        pw = tl.load(pw_ptr).to(tl.float32)
+    acc_w = tl.zeros([BLOCK_D], dtype=tl.float32)
+    acc_loss = tl.zeros([BLOCK_N], dtype=tl.float32)
+    acc_g = tl.zeros([BLOCK_N], dtype=tl.float32)
+    bad = tl.zeros([BLOCK_N], dtype=tl.int32)
+    first = pid.to(tl.int64) * (ITERS * BLOCK_N)
+    for i in range(ITERS):
+        rows = first + i * BLOCK_N + tl.arange(0, BLOCK_N)
+        rmask = rows < n
+        xt = tl.load(x_ptr + rows[:, None] * stride_n + cols[None, :] * stride_d,
+                     mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+        z = tl.sum(xt * w[None, :], axis=1) + b
+        y = tl.load(y_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
+        if PW_MODE == EACH:
+            pw_rows = tl.load(pw_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
+            loss, g, _, _ = _logits_terms(z, y, pw_rows, True)
+        else:
+            loss, g, _, _ = _logits_terms(z, y, pw, PW_MODE != ABSENT)
+        g = tl.where(rmask, g, 0.0)
+        acc_loss += tl.where(rmask, loss, 0.0)
+        acc_g += g
+        acc_w += tl.sum(xt * g[:, None], axis=0)
+        if WRITE_GZ:
+            tl.store(gz_ptr + rows, g.to(gz_ptr.dtype.element_ty), mask=rmask)
+        if CHECK_Y:
+            in_range = (y >= 0.0) & (y <= 1.0)  # False for a NaN
+            bad += tl.where(in_range, 0, tl.where(rmask, 1, 0))
+    row = part_ptr + pid * (BLOCK_D + 2)
+    tl.store(row, tl.sum(acc_loss, axis=0))
+    tl.store(row + 1, tl.sum(acc_g, axis=0))
+    tl.store(row + 2 + cols, acc_w, mask=cmask)
+    if CHECK_Y:
+        tl.store(flag_ptr + pid, tl.sum(bad, axis=0))

@@ -13,7 +13,7 @@ when it is 1, touches nothing; otherwise it scales the gradient in place. A 'non
 gradients w.r.t. target, weight or pos_weight, and a second backward over a retained graph
 recompute instead. A backward that builds a graph (create_graph=True, double backward) is the
 reference path's, differentiated by autograd. Kernel launches per call: forward 1, plus one that
-finishes partial sums beyond 8192 elements, plus the assert when checking; backward 1.
+finishes partial sums beyond 4096 elements, plus the assert when checking; backward 1.
 
 Imported on the first call with a CUDA tensor (``route``); importing it imports triton.
 """
@@ -41,8 +41,11 @@ from logreg_torch.loss.triton_kernels import (
 )
 from logreg_torch.torch_compat import assert_async
 
-BLOCK = 4096  # elements per program
-ONE_BLOCK_MAX = 8192  # up to here one program does everything: no finishing kernel
+# Launch shapes, from register counts of the sm_90 builds (no GPU measurement yet): 2048
+# elements per program over 8 warps is 8 per thread, 64-74 registers, 3-4 programs per SM;
+# 4096 took 114-165 registers.
+BLOCK = 2048  # elements per program
+ONE_BLOCK_MAX = 4096  # up to here one program does everything: no finishing kernel
 FINISH_BLOCK = 1024
 NUM_WARPS = 8
 SCALE_ITERS = 8  # blocks per program of scale_in_place: few programs when there is nothing to do
@@ -113,7 +116,7 @@ def bce_forward(input: Tensor, target: Tensor, weight: Tensor | None,
         denom, 1.0 / denom, label_smoothing, LOGITS=logits, W_MODE=weight_plan[0],
         PW_MODE=pos_weight_plan[0], SMOOTH=label_smoothing != 0, REDUCE=reduce, ONE_BLOCK=one,
         WRITE_GX=want_grad and reduce, CHECK_X=check_input, CHECK_Y=check_target,
-        BLOCK=_pow2(n, 16) if one else BLOCK, num_warps=NUM_WARPS)
+        BLOCK=_pow2(n, 16) if one else BLOCK, num_warps=NUM_WARPS if n > 256 else 4)
     if not one and (reduce or check):
         wrap_triton(loss_finish)[(1,)](
             part if reduce else x, flags if check else x, out, ok if check else x, nblocks,
