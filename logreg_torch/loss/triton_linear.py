@@ -16,7 +16,6 @@ from torch import Tensor
 
 from logreg_torch.loss.checks import range_message
 from logreg_torch.loss.triton_kernels import ABSENT, EACH, SCALAR, linear_loss_forward
-from logreg_torch.loss.triton_ops import wrap_triton
 from logreg_torch.torch_compat import assert_async
 
 # Launch shape, from register counts of the sm_90 builds (no GPU measurement yet): a tile of
@@ -62,7 +61,8 @@ def forward(features: Tensor, w: Tensor, bias: Tensor | None, targets: Tensor,
         pw, pw_mode = features, ABSENT
     else:
         pw, pw_mode = pos_weight.contiguous(), (SCALAR if pos_weight.numel() == 1 else EACH)
-    wrap_triton(linear_loss_forward)[(programs,)](
+    # launched directly: eager only (torch's wrap_triton would go through a higher-order op)
+    linear_loss_forward[(programs,)](
         features, w, features if bias is None else bias, targets, pw,
         features if grad_z is None else grad_z, part, flags, n, d, features.stride(0),
         features.stride(1), HAS_B=bias is not None, PW_MODE=pw_mode, WRITE_GZ=want_grad_z,
