@@ -1,7 +1,8 @@
 """The loss's old import path: ``logreg_torch.loss`` is the package now. Everything that was
 importable from here still is, under the same name."""
 
-from logreg_torch.loss import (
+from logreg_torch import loss as _package
+from logreg_torch.loss import (  # noqa: F401
     REDUCTIONS,
     BCELoss,
     BCEWithLogitsLoss,
@@ -30,10 +31,4 @@ from logreg_torch.loss.reference import logits_reference as _logits_reference  #
 from logreg_torch.loss.reference import probs_reference as _probs_reference  # noqa: F401
 from logreg_torch.loss.reference import reference as _reference  # noqa: F401
 
-__all__ = [
-    "REDUCTIONS",
-    "BCELoss",
-    "BCEWithLogitsLoss",
-    "binary_cross_entropy",
-    "binary_cross_entropy_with_logits",
-]
+__all__ = list(_package.__all__)
