@@ -147,22 +147,24 @@ class _LinearBCEWithLogits(torch.autograd.Function):
         want_w = ctx.needs_input_grad[1]
         want_b = bias is not None and ctx.needs_input_grad[2]
         want_x = ctx.needs_input_grad[0]
+        scale = 1.0 / max(n, 1)  # n == 0 never reaches here (see the wrapper)
+        ctx.scale = scale
         if _route.linear_applies(features, weight, pos_weight):
-            # CUDA: one Triton kernel reads each block of X once (loss/triton_linear.py)
-            total, grad_w, grad_b, grad_z = _route.linear().forward(
+            # CUDA: one Triton kernel reads each block of X once (loss/triton_linear.py); it
+            # returns the mean and its gradients
+            loss, grad_w, grad_b, grad_z = _route.linear().forward(
                 features, w, bias, targets.contiguous(), pos_weight, check_range, want_x)
+            grad_w, grad_b = grad_w.to(w.dtype), grad_b.to(w.dtype)
         else:
             total, grad_w, grad_z = _epoch(features, w, bias, targets, pos_weight,
                                            check_range, want_w)
-            grad_b = grad_z.sum() if want_b else None
-        scale = 1.0 / max(n, 1)
-        grad_b = grad_b * scale if want_b else None
-        if want_w:
-            grad_w.mul_(scale)
-        ctx.scale = scale
-        ctx.save_for_backward(grad_w if want_w else None, grad_b, grad_z if want_x else None,
-                              weight)
-        return (total * scale).to(w.dtype)  # n == 0 never reaches here (see the wrapper)
+            grad_b = grad_z.sum() * scale if want_b else None
+            if want_w:
+                grad_w.mul_(scale)
+            loss = total * scale
+        ctx.save_for_backward(grad_w if want_w else None, grad_b if want_b else None,
+                              grad_z if want_x else None, weight)
+        return loss.to(w.dtype)
 
     @staticmethod
     @once_differentiable

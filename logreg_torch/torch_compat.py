@@ -4,8 +4,9 @@ wrappers, so that a torch upgrade that moves one of them breaks here and nowhere
 - Keeping ``torch._dynamo`` out of runs that never compile (``defer_dynamo_import``).
 - What the losses ask before taking their eager fast path or the Triton kernels: is anything
   tracing or transforming (``tracing_or_transformed``, ``forward_ad_active``), is a tensor fake
-  (``is_fake``), the real tensor under torch.func's wrappers (``unwrap_functorch``), an
-  in-graph assert (``assert_async``), and the aten log-sigmoid kernels with ``out=`` buffers.
+  (``is_fake``), the real tensor under torch.func's wrappers (``unwrap_functorch``) and ops on
+  it outside the transforms (``outside_functorch``), an in-graph assert (``assert_async``), and
+  the aten log-sigmoid kernels with ``out=`` buffers.
 
 Keep ``torch._dynamo`` (about 1 s of imports: dynamo, sympy, fx) out of runs that never compile.
 
@@ -118,6 +119,12 @@ def unwrap_functorch(t: Tensor) -> Tensor:
     while torch._C._functorch.is_functorch_wrapped_tensor(t):
         t = torch._C._functorch.get_unwrapped(t)
     return t
+
+
+def outside_functorch():
+    """A context in which ops on the real tensors under torch.func's wrappers run as plain ops,
+    outside the transforms (for what has no batching rule: ``torch._assert_async``)."""
+    return torch._C._DisableFuncTorch()
 
 
 def assert_async(condition: Tensor, message: str) -> None:

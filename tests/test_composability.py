@@ -297,6 +297,23 @@ def test_meta_tensors(kind, reduction):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_meta_tensors_under_vmap_and_per_sample_grad(kind):
+    """Off the CPU (meta here, CUDA on a GPU) the range check is one torch._assert_async, which
+    has no batching rule: under torch.func it runs on the real tensor outside the transforms
+    (before, vmap raised 'Batching rule not implemented for aten::_assert_async.msg')."""
+    x = torch.empty(4, 6, device="meta")
+    y = torch.empty(4, 6, device="meta")
+
+    def run(loss_fn):
+        per_row = vmap(loss_fn)(x, y)
+        per_sample = vmap(grad(loss_fn))(x, y)
+        return per_row.shape, per_row.device, per_sample.shape, per_sample.device
+
+    theirs, ours = _both(kind, run)
+    assert theirs == ours
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_fake_tensors_then_eager_is_real_and_correct(kind):
     """A call under FakeTensorMode (and export, compile) must leave nothing behind: the next
     eager call on this thread gives a real tensor with the right value."""

@@ -92,9 +92,16 @@ def test_kernel_equals_the_plain_path(n, d, layout, pos_weight, monkeypatch):
     _assert_close(ours, _plain(X, head, y, pw, wrt_x=True, monkeypatch=monkeypatch))
 
 
-def test_no_bias_and_many_programs(monkeypatch):
-    monkeypatch.setattr(kernel, "TILE", 64)  # 4 rows per block: many blocks and programs
-    X, y = _data(300, 16)
+@pytest.mark.parametrize("prefetch", [False, True])
+@pytest.mark.parametrize("per_sm", [1, 3])
+def test_no_bias_and_many_programs(prefetch, per_sm, monkeypatch):
+    """4 rows per block: many blocks, several per program (the last ones partly or wholly past
+    the last row), with and without the prefetch of the next block."""
+    monkeypatch.setattr(kernel, "LAUNCH", {key: (64, 4, per_sm, prefetch) for key in kernel.LAUNCH})
+    monkeypatch.setattr(kernel, "_multiprocessors", lambda device: 5)
+    X, y = _data(301, 16)
+    shape = kernel.grid(301, 16, 4, X.device)
+    assert shape["ITERS"] > 1 and shape["programs"] > 1
     head = nn.Linear(16, 1, bias=False).to(DEVICE)
     *ours, ran = _fused(X, head, y)
     assert ran

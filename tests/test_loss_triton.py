@@ -335,6 +335,39 @@ def test_broadcast_plan_reads_in_place_where_it_can():
     assert triton_ops.broadcast_plan(None, shape) == (None, [int(triton_ops.ABSENT), 1, 1])
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_compile_fullgraph_keeps_the_op_and_matches(kind, reduction, monkeypatch):
+    """torch.compile traces the host code around the kernels (every operand mode of weight and
+    pos_weight, smoothing, the range assert) without a graph break, keeps the custom op in the
+    graph, and gives the eager values and gradients. (With torch 2.11 this failed on every
+    compiled call: the host code called int() on Triton constexprs, which dynamo cannot trace.)
+    Under the interpreter: dynamo's graph run as it is (backend "eager": AOTAutograd would
+    inline the op's body, whose interpreted launches a trace cannot see); on a GPU: inductor."""
+    import torch._dynamo
+
+    x, y = _data(kind, (6, 5, 7))
+    gen = torch.Generator().manual_seed(2)
+    w = (torch.rand(6, 1, 1, generator=gen) + 0.5).to(DEVICE)
+    pw = (torch.rand(7, generator=gen) * 3).to(DEVICE)
+    extra = {"pos_weight": pw} if kind == "logits" else {}
+    fn = binary_cross_entropy if kind == "probs" else binary_cross_entropy_with_logits
+
+    def loss(a, b):
+        return fn(a, b, w, reduction=reduction, label_smoothing=0.1, **extra)
+
+    assert any("logreg_torch.bce_forward" in op for op in _graph_ops(loss, x, y))
+
+    def run(compiled):
+        torch._dynamo.reset()
+        xr = x.clone().requires_grad_()
+        backend = "eager" if INTERPRETED else "inductor"
+        out = (torch.compile(loss, fullgraph=True, backend=backend) if compiled else loss)(xr, y)
+        return out.detach(), torch.autograd.grad(out.sum(), xr)
+
+    _assert_close(run(True), run(False), rtol=1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- GPU only
 
 

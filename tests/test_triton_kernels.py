@@ -7,6 +7,7 @@ On a GPU those files also run in this process, on CUDA tensors."""
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import re
 import subprocess
@@ -52,7 +53,7 @@ def _common(*names: str, dtype: str = "fp32") -> dict[str, str]:
              "pw_period": "i32", "denom": "fp32", "grad_scale": "fp32", "smoothing": "fp32",
              "flag_ptr": "*i32", "gw_ptr": "*fp32", "gpw_ptr": "*fp32", "part_ptr": "*fp32",
              "ok_ptr": "*i32", "nblocks": "i32", "d": "i32", "stride_n": "i32",
-             "stride_d": "i32", "out_ptr": "*fp32"}
+             "stride_d": "i32", "out_ptr": "*fp32", "programs": "i32", "scale": "fp32"}
     types.update({name: "*" + dtype for name in names})
     return types
 
@@ -81,9 +82,49 @@ def test_kernels_build_for_a_gpu():
             _compile(k.loss_finish, _common(), dict(REDUCE=True, CHECK=True, ITERS=4,
                                                     BLOCK=1024), num_warps=4),
             _compile(k.scale_in_place, _common("g_ptr", "s_ptr"), dict(ITERS=8, BLOCK=2048)),
-            _compile(k.linear_loss_forward, _common("x_ptr", "w_ptr", "b_ptr", "y_ptr",
-                                                    "pw_ptr", "gz_ptr"), dict(
+            *[_compile(k.linear_loss_forward, _common("w_ptr", "b_ptr", "y_ptr", "pw_ptr",
+                                                      "gz_ptr") | {"x_ptr": x}, dict(
                 HAS_B=True, PW_MODE=2, WRITE_GZ=True, CHECK_Y=True, ITERS=16, BLOCK_N=32,
-                BLOCK_D=128)),
+                BLOCK_D=128, PREFETCH=prefetch), num_warps=4)
+              for x, prefetch in (("*fp32", True), ("*bf16", False))],
         ]
     assert all(len(b.asm["cubin"]) > 1000 for b in builds)
+
+
+def _names_read(code) -> set[str]:
+    """Global and attribute names a function's code (and the code nested in it) reads."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _names_read(const)
+    return names
+
+
+@needs_triton
+def test_host_code_reads_no_triton_language_values():
+    """torch.compile traces the host code of the kernels (the launches' arguments, the operand
+    plans), so it must see plain Python values. Reading a ``tl.constexpr`` there broke every
+    compiled CUDA call with torch 2.11 (dynamo cannot trace ``int(constexpr)``); kernels compare
+    their constexpr arguments with literals instead."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("this process runs Triton's interpreter")
+    import triton.language as tl
+    from triton.runtime.jit import JITFunction
+
+    from logreg_torch.loss import triton_kernels, triton_linear, triton_ops
+
+    assert not [name for name, v in vars(triton_kernels).items() if isinstance(v, tl.constexpr)]
+    for module in (triton_ops, triton_linear):
+        functions = [f for f in vars(module).values()
+                     if inspect.isfunction(f) and f.__module__ == module.__name__]
+        functions += [f for cls in vars(module).values() if inspect.isclass(cls)
+                      and cls.__module__ == module.__name__ for f in vars(cls).values()
+                      if isinstance(f, staticmethod | classmethod) or inspect.isfunction(f)]
+        for f in functions:
+            f = getattr(f, "__func__", f)
+            read = {name: getattr(module, name) for name in _names_read(f.__code__)
+                    if hasattr(module, name)}
+            bad = [name for name, v in read.items()
+                   if isinstance(v, tl.constexpr) or v is tl]
+            assert not bad, f"{module.__name__}.{f.__qualname__} reads {bad}"
+            assert not isinstance(f, JITFunction)

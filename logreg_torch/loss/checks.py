@@ -7,21 +7,30 @@ value ranges, broadcasting and label_smoothing.
 Range checks. Real CPU tensors, eager (also in torch.func transforms, unwrapped first): a host
 check whose one-line RuntimeError names the range found. Compile, export, CUDA, other devices:
 one ``torch._assert_async`` for all the tensors, in the graph, no host sync (on CUDA it raises at
-the next sync, as torch's own check does). The Triton kernels check inside the kernel instead
-(``triton_ops``): a flag on the device and the same one assert. Meta and fake tensors outside a
-trace, or a torch.func transform under compile (no vmap rule): nothing to read, nothing checked.
+the next sync, as torch's own check does). Inside torch.func transforms (eager) that assert runs
+on the real tensors under the wrappers, outside the transforms (``_assert_async`` has no
+batching rule; the real tensor holds every sample of a vmap), so CUDA still has no host sync.
+The Triton kernels check inside the kernel instead (``triton_ops``): a flag on the device and
+the same one assert. Meta and fake tensors outside a trace, or a torch.func transform under
+compile (no vmap rule): nothing to read, nothing checked.
 """
 
 from __future__ import annotations
 
 import functools
 import operator
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor
 
 from logreg_torch.loss.cpu import _PLAIN_TYPES, check_range_host
-from logreg_torch.torch_compat import assert_async, functorch_transforms_active, unwrap_functorch
+from logreg_torch.torch_compat import (
+    assert_async,
+    functorch_transforms_active,
+    outside_functorch,
+    unwrap_functorch,
+)
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -32,19 +41,22 @@ def range_message(fn: str, names: list[str]) -> str:
 
 
 def check_range(fn: str, *named: tuple[Tensor, str]) -> None:
+    compiling = torch.compiler.is_compiling()
+    transformed = functorch_transforms_active()
+    if compiling and transformed:
+        return
     on_device = []
     for t, name in named:
-        if not torch.compiler.is_compiling():
-            u = unwrap_functorch(t)
-            if type(u) in _PLAIN_TYPES and u.device.type == "cpu":
-                check_range_host(u, name, fn)
+        if not compiling:
+            t = unwrap_functorch(t)
+            if type(t) in _PLAIN_TYPES and t.device.type == "cpu":
+                check_range_host(t, name, fn)
                 continue
-        elif functorch_transforms_active():
-            return
         on_device.append((t, name))
     if on_device:  # one condition (False for a NaN too), one reduction, one assert
-        ok = functools.reduce(operator.and_, [(t >= 0) & (t <= 1) for t, _ in on_device])
-        assert_async(ok.all(), range_message(fn, [name for _, name in on_device]))
+        with outside_functorch() if transformed else nullcontext():
+            ok = functools.reduce(operator.and_, [(t >= 0) & (t <= 1) for t, _ in on_device])
+            assert_async(ok.all(), range_message(fn, [name for _, name in on_device]))
 
 
 def check_reduction(reduction: str) -> None:

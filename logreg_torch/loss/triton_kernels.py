@@ -16,33 +16,21 @@ import triton.language as tl
 
 # Operand modes of weight and pos_weight (the host picks one, see triton_ops.broadcast_plan):
 # absent, one value, one per element, or broadcast along one block of dims: (i // inner) % period.
-ABSENT = tl.constexpr(0)
-SCALAR = tl.constexpr(1)
-EACH = tl.constexpr(2)
-BLOCKED = tl.constexpr(3)
+# Plain ints: the host code is traced by torch.compile, which cannot trace int() of a Triton
+# constexpr (torch 2.11). The kernels compare their constexpr MODE arguments with the literals
+# (Triton kernels may only read constexpr globals, and each one read costs a check per launch).
+ABSENT, SCALAR, EACH, BLOCKED = 0, 1, 2, 3
 
 
 @triton.jit
 def _log1p(v):
-    # log(1 + v), accurate for small v too: 2 atanh(s) with s = v / (2 + v) for |v| < 1/2
-    # (|s| <= 1/3: seven terms of the odd series reach float32 precision), else log(1 + v),
-    # where rounding 1 + v costs nothing that matters.
-    s = v / (2.0 + v)
-    s2 = s * s
-    p = s2 * (1.0 / 13.0) + (1.0 / 11.0)
-    p = p * s2 + (1.0 / 9.0)
-    p = p * s2 + (1.0 / 7.0)
-    p = p * s2 + (1.0 / 5.0)
-    p = p * s2 + (1.0 / 3.0)
-    p = p * s2 + 1.0
-    return tl.where(tl.abs(v) < 0.5, 2.0 * s * p, tl.log(1.0 + v))
-
-
-@triton.jit
-def _log(p):
-    # log(p), accurate near p = 1 too (a tiny loss for a confident right answer): there it is
-    # log1p(p - 1), and p - 1 is exact for p >= 1/2
-    return tl.where(p > 0.5, _log1p(p - 1.0), tl.log(p))
+    # log(1 + v), accurate for small v too, with one log: u = 1 + v rounds, and
+    # log(u) * v / (u - 1) corrects for the rounding (Goldberg, "What every computer scientist
+    # should know about floating-point arithmetic", thm. 4); v itself where u rounds to 1.
+    # tl.log is libdevice's logf on a GPU (1 ulp, also near 1), numpy's under the interpreter.
+    u = 1.0 + v
+    um1 = u - 1.0
+    return tl.where(um1 == 0.0, v, tl.log(u) * (v / tl.where(um1 == 0.0, 1.0, um1)))
 
 
 @triton.jit
@@ -52,8 +40,9 @@ def _clamp_min(v, lo):
 
 @triton.jit
 def _probs_terms(p, y):
-    """(loss, d/dp, d/dy) of formulas.bce_loss: logs clamped at -100, p(1-p) floored at EPS."""
-    log_p = _clamp_min(_log(p), -100.0)
+    """(loss, d/dp, d/dy) of formulas.bce_loss: logs clamped at -100, p(1-p) floored at EPS.
+    Two logs and two divisions per element (the memory floor allows about 40 instructions)."""
+    log_p = _clamp_min(tl.log(p), -100.0)
     log_1mp = _clamp_min(_log1p(-p), -100.0)
     loss = (y - 1.0) * log_1mp - y * log_p
     grad_p = (p - y) / _clamp_min((1.0 - p) * p, 9.999999960041972e-13)
@@ -64,10 +53,11 @@ def _probs_terms(p, y):
 def _logits_terms(x, y, pw, HAS_PW: tl.constexpr):
     """(loss, d/dx, d/dy, d/dpw) of formulas.bcel_loss (d/dpw is 0 without pos_weight)."""
     e = tl.exp(-tl.abs(x))
+    u = 1.0 + e
     t = _log1p(e)  # softplus(-|x|)
     relu = tl.where(x > 0.0, x, 0.0)
     nrelu = tl.where(x < 0.0, -x, 0.0)
-    sig = tl.where(x >= 0.0, 1.0, e) / (1.0 + e)  # sigmoid(x), accurate in both tails
+    sig = tl.where(x >= 0.0, 1.0, e) / u  # sigmoid(x), accurate in both tails
     if HAS_PW:
         pwy = pw * y
         lw = pwy + 1.0 - y
@@ -85,10 +75,11 @@ def _logits_terms(x, y, pw, HAS_PW: tl.constexpr):
 
 @triton.jit
 def _operand(ptr, offs, mask, inner, period, MODE: tl.constexpr):
-    """weight or pos_weight at the elements ``offs`` (MODE SCALAR, EACH or BLOCKED)."""
-    if MODE == SCALAR:
+    """weight or pos_weight at the elements ``offs`` (MODE 1 one value, 2 one per element, 3 a
+    block of dims)."""
+    if MODE == 1:
         v = tl.load(ptr).to(tl.float32)
-    elif MODE == EACH:
+    elif MODE == 2:
         v = tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
     else:
         v = tl.load(ptr + (offs // inner) % period, mask=mask, other=0.0).to(tl.float32)
@@ -107,13 +98,13 @@ def _elements(x_ptr, y_ptr, w_ptr, pw_ptr, offs, mask, w_inner, w_period, pw_inn
     if SMOOTH:
         y = y_in * (1.0 - smoothing) + smoothing * 0.5
     w = 1.0
-    if W_MODE != ABSENT:
+    if W_MODE != 0:
         w = _operand(w_ptr, offs, mask, w_inner, w_period, W_MODE)
     if LOGITS:
         pw = 1.0
-        if PW_MODE != ABSENT:
+        if PW_MODE != 0:
             pw = _operand(pw_ptr, offs, mask, pw_inner, pw_period, PW_MODE)
-        loss, gx, gy, gpw = _logits_terms(x, y, pw, PW_MODE != ABSENT)
+        loss, gx, gy, gpw = _logits_terms(x, y, pw, PW_MODE != 0)
     else:
         loss, gx, gy = _probs_terms(x, y)
         gpw = gy * 0.0
@@ -240,46 +231,62 @@ def scale_in_place(g_ptr, s_ptr, n, ITERS: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def linear_loss_forward(x_ptr, w_ptr, b_ptr, y_ptr, pw_ptr, gz_ptr, part_ptr, flag_ptr, n, d,
-                        stride_n, stride_d, HAS_B: tl.constexpr, PW_MODE: tl.constexpr,
-                        WRITE_GZ: tl.constexpr, CHECK_Y: tl.constexpr, ITERS: tl.constexpr,
-                        BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """The full-batch value and gradient of mean BCE-with-logits of X w + b, times n.
+def _tile(x_ptr, rows, n, stride_n, col_offs, cmask):
+    """The block of X at ``rows`` (all columns), float32; zeros past the last row."""
+    return tl.load(x_ptr + rows[:, None] * stride_n + col_offs[None, :],
+                   mask=(rows < n)[:, None] & cmask[None, :], other=0.0).to(tl.float32)
 
-    Program p takes ITERS blocks of BLOCK_N rows from row p * ITERS * BLOCK_N. Each block of X
-    is read once, into registers; the logits, the loss, g = sigmoid(z) - y (with pos_weight:
-    the derivative of the weighted loss) and g^T X come from those registers. Program p writes
-    ``part_ptr[p, :] = (loss sum, sum of g, g^T X)`` (row length BLOCK_D + 2; the host sums
-    the rows); WRITE_GZ also writes g per row (the features' gradient needs it), CHECK_Y the
-    count of targets outside [0, 1] into ``flag_ptr[p]``. PW_MODE is ABSENT, SCALAR or EACH
-    (one per row)."""
+
+@triton.jit
+def linear_loss_forward(x_ptr, w_ptr, b_ptr, y_ptr, pw_ptr, gz_ptr, part_ptr, n, d, stride_n,
+                        stride_d, programs, scale, HAS_B: tl.constexpr, PW_MODE: tl.constexpr,
+                        WRITE_GZ: tl.constexpr, CHECK_Y: tl.constexpr, ITERS: tl.constexpr,
+                        BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREFETCH: tl.constexpr):
+    """The full-batch value and gradient of mean BCE-with-logits of X w + b (D <= BLOCK_D).
+
+    ``programs`` programs each take ITERS blocks of BLOCK_N rows, block i * programs + pid at
+    step i (neighbouring programs read neighbouring rows at the same time). Each block of X is
+    read once, into registers; the logits, the loss, g = sigmoid(z) - y (with pos_weight: the
+    derivative of the weighted loss), g^T X and the target check come from those registers.
+    With PREFETCH the next block's loads are issued before this block's sums, so that the
+    memory system stays busy while the program reduces. Program p writes the row
+    ``part_ptr[p, :d + 3] = scale * (loss sum, sum of g, 0, g^T X)``, the third entry
+    being the count of targets outside [0, 1] instead (CHECK_Y; not scaled); the host sums the
+    rows. WRITE_GZ also writes g per row (the features' gradient needs it). PW_MODE is 0
+    (absent), 1 (one value) or 2 (one per row). Offsets are int64: a column-major X of 1e7 rows
+    puts column 215 past 2**31 elements."""
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_D)
     cmask = cols < d
+    col_offs = cols.to(tl.int64) * stride_d
     w = tl.load(w_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
     b = 0.0
     if HAS_B:
         b = tl.load(b_ptr).to(tl.float32)
     pw = 1.0
-    if PW_MODE == SCALAR:
+    if PW_MODE == 1:
         pw = tl.load(pw_ptr).to(tl.float32)
     acc_w = tl.zeros([BLOCK_D], dtype=tl.float32)
     acc_loss = tl.zeros([BLOCK_N], dtype=tl.float32)
     acc_g = tl.zeros([BLOCK_N], dtype=tl.float32)
     bad = tl.zeros([BLOCK_N], dtype=tl.int32)
-    first = pid.to(tl.int64) * (ITERS * BLOCK_N)
-    for i in range(ITERS):
-        rows = first + i * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = pid.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    step = programs * BLOCK_N  # programs may be a constexpr 1 (Triton specializes ints of 1)
+    if PREFETCH:
+        xt = _tile(x_ptr, rows, n, stride_n, col_offs, cmask)
+    for _ in range(ITERS):
+        if PREFETCH:
+            nxt = _tile(x_ptr, rows + step, n, stride_n, col_offs, cmask)
+        else:
+            xt = _tile(x_ptr, rows, n, stride_n, col_offs, cmask)
         rmask = rows < n
-        xt = tl.load(x_ptr + rows[:, None] * stride_n + cols[None, :] * stride_d,
-                     mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
         z = tl.sum(xt * w[None, :], axis=1) + b
         y = tl.load(y_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
-        if PW_MODE == EACH:
+        if PW_MODE == 2:
             pw_rows = tl.load(pw_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
             loss, g, _, _ = _logits_terms(z, y, pw_rows, True)
         else:
-            loss, g, _, _ = _logits_terms(z, y, pw, PW_MODE != ABSENT)
+            loss, g, _, _ = _logits_terms(z, y, pw, PW_MODE != 0)
         g = tl.where(rmask, g, 0.0)
         acc_loss += tl.where(rmask, loss, 0.0)
         acc_g += g
@@ -289,9 +296,11 @@ def linear_loss_forward(x_ptr, w_ptr, b_ptr, y_ptr, pw_ptr, gz_ptr, part_ptr, fl
         if CHECK_Y:
             in_range = (y >= 0.0) & (y <= 1.0)  # False for a NaN
             bad += tl.where(in_range, 0, tl.where(rmask, 1, 0))
-    row = part_ptr + pid * (BLOCK_D + 2)
-    tl.store(row, tl.sum(acc_loss, axis=0))
-    tl.store(row + 1, tl.sum(acc_g, axis=0))
-    tl.store(row + 2 + cols, acc_w, mask=cmask)
-    if CHECK_Y:
-        tl.store(flag_ptr + pid, tl.sum(bad, axis=0))
+        rows += step
+        if PREFETCH:
+            xt = nxt
+    row = part_ptr + pid.to(tl.int64) * (d + 3)
+    tl.store(row, tl.sum(acc_loss, axis=0) * scale)
+    tl.store(row + 1, tl.sum(acc_g, axis=0) * scale)
+    tl.store(row + 2, tl.sum(bad, axis=0).to(tl.float32))
+    tl.store(row + 3 + cols, acc_w * scale, mask=cmask)

@@ -5,6 +5,16 @@ same registers.
 Called inside ``fast._LinearBCEWithLogits.forward`` (an eager autograd Function: the training
 loop's full-batch fast path), so it is a plain launch, not a custom op. ``route.linear_applies``
 says when; otherwise fast.py takes its torch-ops path. Imports triton.
+
+Launch shape. Each program keeps a tile of BLOCK_N rows by BLOCK_D (D rounded up to a power of
+two) columns of X in registers, and a step of it waits on memory, then on two sums across the
+tile (one over columns for the logits, one over rows for g^T X). What keeps the memory system
+busy is bytes in flight: several programs per SM (registers allow 2-4), the next tile's loads
+issued before this tile's sums (PREFETCH), and exactly as many programs as fit at once (a second,
+partial wave would leave SMs idle), each taking every programs-th block of rows. A column-major X
+(as fit stores it) is read along its columns: BLOCK_N rows of a column are contiguous, so tiles
+of at least 32 rows load whole 128-byte lines. The partial rows (one per program) are summed by
+one torch op.
 """
 
 from __future__ import annotations
@@ -16,15 +26,27 @@ from torch import Tensor
 
 from logreg_torch.loss.checks import range_message
 from logreg_torch.loss.triton_kernels import ABSENT, EACH, SCALAR, linear_loss_forward
+from logreg_torch.loss.triton_launch import Launcher
 from logreg_torch.torch_compat import assert_async
 
-# Launch shape, from register counts of the sm_90 builds (no GPU measurement yet): a tile of
-# 4096 elements over 8 warps takes ~125 registers per thread (two programs per SM); 8192 took
-# all 255 (one program per SM).
-TILE = 4096  # elements of X per program and iteration: BLOCK_N rows of BLOCK_D columns
-MAX_ROWS = 512
-PROGRAMS_PER_SM = 8  # enough programs in flight to keep the memory system busy
-NUM_WARPS = 8
+# (X's bytes per element, largest BLOCK_D) -> (elements of X per tile, warps, programs per SM,
+# prefetch); the first entry whose BLOCK_D bound holds. From register counts of the sm_90 builds
+# (cuobjdump: a 4096-element fp32 tile over 4 warps with the prefetch, ~168 registers: 3 programs
+# per SM), not yet from GPU timings: scripts/tune_gpu.py times the alternatives on a GPU and
+# prints this table to paste here. (Measured on an H200 before the prefetch and the exact grid,
+# with 4096-element tiles over 8 warps and 8 programs per SM: 2.86 ms for 1e7 x 100 float32,
+# X.sum() 0.96 ms.)
+LAUNCH = {
+    (4, 32): (4096, 4, 3, True),
+    (4, 256): (4096, 4, 3, True),
+    (4, 4096): (8192, 8, 1, True),
+    (2, 32): (4096, 4, 3, True),
+    (2, 256): (4096, 4, 3, True),
+    (2, 4096): (8192, 8, 1, True),
+}
+MAX_ROWS = 1024
+_LAUNCHER = Launcher(linear_loss_forward)
+_MESSAGE = range_message("binary_cross_entropy_with_logits", ["target"])
 
 
 def _pow2(n: int) -> int:
@@ -34,6 +56,12 @@ def _pow2(n: int) -> int:
     return p
 
 
+def launch_config(itemsize: int, block_d: int) -> tuple[int, int, int, bool]:
+    """(tile, warps, programs per SM, prefetch) for an X of ``itemsize`` bytes per element."""
+    size = 4 if itemsize >= 4 else 2
+    return next(cfg for (s, bound), cfg in LAUNCH.items() if s == size and block_d <= bound)
+
+
 @functools.cache
 def _multiprocessors(device: torch.device) -> int:
     if device.type != "cuda":
@@ -41,35 +69,41 @@ def _multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+def grid(n: int, d: int, itemsize: int, device: torch.device, config=None) -> dict:
+    """The launch for an (n, d) X: programs and the kernel's shape constants."""
+    block_d = max(16, _pow2(d))
+    tile, warps, per_sm, prefetch = config or launch_config(itemsize, block_d)
+    block_n = max(1, min(MAX_ROWS, tile // block_d))
+    blocks = (n + block_n - 1) // block_n
+    slots = per_sm * _multiprocessors(device)
+    iters = (blocks + slots - 1) // slots
+    programs = (blocks + iters - 1) // iters
+    return dict(programs=programs, ITERS=iters, BLOCK_N=block_n, BLOCK_D=block_d,
+                PREFETCH=prefetch, num_warps=warps)
+
+
 def forward(features: Tensor, w: Tensor, bias: Tensor | None, targets: Tensor,
-            pos_weight: Tensor | None, check_range: bool, want_grad_z: bool
+            pos_weight: Tensor | None, check_range: bool, want_grad_z: bool, config=None
             ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """(sum of the losses, sum of g_i x_i, sum of g_i, g or None), float32 sums, where g_i is
-    n times dL/dz_i; ``w`` is the (D,) weight row. No host sync: the target check is a flag on
+    """(mean loss, its gradient w.r.t. ``w`` (the (D,) weight row) and w.r.t. the bias, float32,
+    and g or None), where g_i is n times dL/dz_i. No host sync: the target check is a count on
     the device and one in-graph assert."""
     n, d = features.shape
-    block_d = max(16, _pow2(d))
-    block_n = max(1, min(MAX_ROWS, TILE // block_d))
-    blocks = (n + block_n - 1) // block_n
-    iters = _pow2((blocks + PROGRAMS_PER_SM * _multiprocessors(features.device) - 1)
-                  // (PROGRAMS_PER_SM * _multiprocessors(features.device)))
-    programs = (blocks + iters - 1) // iters
-    part = torch.empty(programs, block_d + 2, dtype=torch.float32, device=features.device)
-    flags = torch.empty(programs, dtype=torch.int32, device=features.device)
+    shape = grid(n, d, features.element_size(), features.device, config)
+    programs = shape.pop("programs")
+    part = torch.empty(programs, d + 3, dtype=torch.float32, device=features.device)
     grad_z = torch.empty(n, dtype=w.dtype, device=features.device) if want_grad_z else None
     if pos_weight is None:
         pw, pw_mode = features, ABSENT
     else:
         pw, pw_mode = pos_weight.contiguous(), (SCALAR if pos_weight.numel() == 1 else EACH)
     # launched directly: eager only (torch's wrap_triton would go through a higher-order op)
-    linear_loss_forward[(programs,)](
+    _LAUNCHER[(programs,)](
         features, w, features if bias is None else bias, targets, pw,
-        features if grad_z is None else grad_z, part, flags, n, d, features.stride(0),
-        features.stride(1), HAS_B=bias is not None, PW_MODE=pw_mode, WRITE_GZ=want_grad_z,
-        CHECK_Y=check_range, ITERS=iters, BLOCK_N=block_n, BLOCK_D=block_d,
-        num_warps=NUM_WARPS)
-    if check_range:
-        fn = "binary_cross_entropy_with_logits"
-        assert_async(flags.sum() == 0, range_message(fn, ["target"]))
+        features if grad_z is None else grad_z, part, n, d, features.stride(0),
+        features.stride(1), programs, 1.0 / n, HAS_B=bias is not None, PW_MODE=pw_mode,
+        WRITE_GZ=want_grad_z, CHECK_Y=check_range, **shape)
     sums = part.sum(0)
-    return sums[0], sums[2:2 + d].to(w.dtype), sums[1].to(w.dtype), grad_z
+    if check_range:
+        assert_async(sums[2] == 0, _MESSAGE)
+    return sums[0], sums[3:], sums[1], grad_z

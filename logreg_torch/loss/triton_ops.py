@@ -43,23 +43,38 @@ from logreg_torch.loss.triton_kernels import (
     loss_forward,
     scale_in_place,
 )
-from logreg_torch.torch_compat import assert_async, tracing_or_transformed
+from logreg_torch.loss.triton_launch import Launcher
+from logreg_torch.torch_compat import assert_async, is_fake, tracing_or_transformed
 
-# Launch shapes, from register counts of the sm_90 builds (no GPU measurement yet): 2048
-# elements per program over 8 warps is 8 per thread, 64-74 registers, 3-4 programs per SM;
-# 4096 took 114-165 registers.
+# Launch shapes. From register counts of the sm_90 builds, not yet from GPU timings:
+# scripts/tune_gpu.py times the alternatives on a GPU and prints the lines to paste here.
+# 2048 elements per program over 8 warps is 8 per thread (two 16-byte loads of each input),
+# about 40 registers: up to 8 programs per SM.
 BLOCK = 2048  # elements per program
-ONE_BLOCK_MAX = 4096  # up to here one program does everything: no finishing kernel
-FINISH_BLOCK = 1024
 NUM_WARPS = 8
+ONE_BLOCK_MAX = 4096  # up to here one program does everything: no finishing kernel
+FINISH_BLOCK = 4096  # partial sums per step of the finishing kernel (1e8 elements: 12 steps)
+FINISH_WARPS = 8
 SCALE_ITERS = 8  # blocks per program of scale_in_place: few programs when there is nothing to do
 _PLAIN = (Tensor, torch.nn.Parameter)
 
 
 def wrap_triton(kernel):
     """``torch.library.wrap_triton``; kernels of Triton's interpreter (CPU tensors, in tests)
-    launch as they are (the wrapper of older torch refuses them)."""
-    return _torch_wrap_triton(kernel) if isinstance(kernel, JITFunction) else kernel
+    launch as they are (the wrapper of older torch refuses them), except on fake tensors (a
+    trace: compile, export), which have no data to run on."""
+    return _torch_wrap_triton(kernel) if isinstance(kernel, JITFunction) else _Interpreted(kernel)
+
+
+class _Interpreted:
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            if not any(isinstance(a, Tensor) and is_fake(a) for a in args):
+                self.kernel[grid](*args, **kwargs)
+        return launch
 
 
 def _pow2(n: int, least: int = 1) -> int:
@@ -76,17 +91,17 @@ def broadcast_plan(t: Tensor | None, shape: torch.Size) -> tuple[Tensor | None, 
     input, an (N, 1) one...); other patterns read a copy expanded to the shape (autograd sums
     its gradient back)."""
     if t is None:
-        return None, [int(ABSENT), 1, 1]
+        return None, [ABSENT, 1, 1]
     if t.numel() == 1:
-        return t, [int(SCALAR), 1, 1]
+        return t, [SCALAR, 1, 1]
     sizes = [1] * (len(shape) - t.dim()) + list(t.shape)
     big = [i for i, s in enumerate(sizes) if s != 1]
     first, last = big[0], big[-1] + 1
     if t.is_contiguous() and all(sizes[i] == shape[i] for i in range(first, last)):
         inner, period = math.prod(shape[last:]), math.prod(shape[first:last])
-        return t, ([int(EACH), 1, 1] if inner == 1 and period == math.prod(shape)
-                   else [int(BLOCKED), inner, period])
-    return t.expand(shape).contiguous(), [int(EACH), 1, 1]
+        return t, ([EACH, 1, 1] if inner == 1 and period == math.prod(shape)
+                   else [BLOCKED, inner, period])
+    return t.expand(shape).contiguous(), [EACH, 1, 1]
 
 
 def _operands(x: Tensor, weight: Tensor | None, pos_weight: Tensor | None,
@@ -99,12 +114,14 @@ def _operands(x: Tensor, weight: Tensor | None, pos_weight: Tensor | None,
 
 # The launches. ``wrap_triton`` is a parameter: the custom ops pass torch's (compile and export
 # trace the kernels through it; torch finds the kernels by reading this source, hence the name),
-# eager calls pass ``_raw`` (launched directly: torch's wrapper dispatches through a
+# eager calls pass ``_eager``: a ``triton_launch.Launcher`` per kernel (launched directly, with
+# less host work than Triton's own launch; torch's wrapper would dispatch through a
 # higher-order op, ~1 ms, outside an op's own body).
+_LAUNCHERS = {k: Launcher(k) for k in (loss_forward, loss_finish, loss_backward, scale_in_place)}
 
 
-def _raw(kernel):
-    return kernel
+def _eager(kernel) -> Launcher:
+    return _LAUNCHERS[kernel]
 
 
 def launch_forward(input: Tensor, target: Tensor, weight: Tensor | None,
@@ -135,8 +152,9 @@ def launch_forward(input: Tensor, target: Tensor, weight: Tensor | None,
     if not one and (reduce or check):
         wrap_triton(loss_finish)[(1,)](
             part if reduce else x, flags if check else x, out, ok if check else x, nblocks,
-            denom, REDUCE=reduce, CHECK=check, BLOCK=FINISH_BLOCK, num_warps=4,
-            ITERS=_pow2((nblocks + FINISH_BLOCK - 1) // FINISH_BLOCK))
+            denom, REDUCE=reduce, CHECK=check, ITERS=_pow2((nblocks + FINISH_BLOCK - 1)
+                                                           // FINISH_BLOCK),
+            BLOCK=FINISH_BLOCK, num_warps=FINISH_WARPS)
     return out, grad, ok
 
 
@@ -165,7 +183,7 @@ def launch_backward(grad_out: Tensor, input: Tensor, target: Tensor, weight: Ten
     return gx, gy, gw, gpw
 
 
-def launch_scale(grad: Tensor, g: Tensor, wrap_triton=_raw) -> Tensor:
+def launch_scale(grad: Tensor, g: Tensor, wrap_triton=_eager) -> Tensor:
     """grad * g in place on our own tensor (eager only), skipped on the device when g == 1."""
     n = grad.numel()
     per_program = SCALE_ITERS * BLOCK
@@ -238,7 +256,7 @@ def _gradients(ctx, grad_out: Tensor | None) -> list[Tensor | None]:
     if any(need):
         args = (grad_out, x, y, weight, pos_weight, logits, reduction, smoothing, wp, pwp, need)
         if type(x) in _PLAIN and not compiling:
-            g = launch_backward(*args, wrap_triton=_raw)
+            g = launch_backward(*args, wrap_triton=_eager)
         else:
             g = torch.ops.logreg_torch.bce_backward(*args)
         grads[0] = g[0] if need[0] else grads[0]
@@ -282,7 +300,7 @@ class _Eager(torch.autograd.Function):
         want = ctx.needs_input_grad[0] and reduction != "none"
         out, grad, ok = launch_forward(input, target, weight, pos_weight, logits, reduction,
                                        smoothing, check_input, check_target, want, wp, pwp,
-                                       wrap_triton=_raw)
+                                       wrap_triton=_eager)
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(ok)
         ctx.save_for_backward(input, target, weight, pos_weight)
@@ -318,6 +336,12 @@ def loss(kind: str, input: Tensor, target: Tensor, weight: Tensor | None,
             input, target, weight, pos_weight, logits, reduction, smoothing, check_input,
             check_target, want_grad, wp, pwp)
     if check_input or check_target:
-        names = ["input (probabilities)"] * check_input + ["target"] * check_target
-        assert_async(ok, range_message(fn, names))
+        assert_async(ok, _MESSAGES[fn, check_input, check_target])
     return out
+
+
+# The range asserts' messages, made once (a small call builds little else).
+_MESSAGES = {(fn, check_input, check_target): range_message(
+    fn, ["input (probabilities)"] * check_input + ["target"] * check_target)
+    for fn in ("binary_cross_entropy", "binary_cross_entropy_with_logits")
+    for check_input in (False, True) for check_target in (False, True)}
