@@ -108,6 +108,26 @@ def test_no_bias_and_many_programs(prefetch, per_sm, monkeypatch):
     _assert_close(ours, _plain(X, head, y, monkeypatch=monkeypatch))
 
 
+def test_offsets_past_two_to_the_31_elements(monkeypatch):
+    """A column-major X whose last column starts past 2**31 elements (as from column 215 of
+    1e7 rows): 3 columns 2**30 + 16 elements apart, in a 4 GiB allocation of which only what the
+    columns hold is ever touched. Offsets are int64: an int32 product wrapped and read out of
+    bounds (on an H200, an illegal memory access at 1e7 x 1000)."""
+    n, d, stride = 40, 3, 2**30 + 16
+    storage = torch.empty(stride * (d - 1) + n, dtype=torch.bfloat16, device=DEVICE)
+    X = storage.as_strided((n, d), (1, stride))
+    X.copy_(torch.randn(n, d))
+    y = torch.rand(n, device=DEVICE)
+    head = nn.Linear(d, 1).to(DEVICE)
+    ran = []
+    real = kernel.forward
+    monkeypatch.setattr(kernel, "forward", lambda *a: ran.append(1) or real(*a))
+    loss = linear_bce_with_logits(X, head, y)
+    ours = loss, torch.autograd.grad(loss, [head.weight, head.bias])
+    assert ran
+    _assert_close(ours, _plain(X, head, y, monkeypatch=monkeypatch), tol=1e-4)
+
+
 def test_bfloat16_features_with_float32_weights(monkeypatch):
     """X in bfloat16 (half the bytes to read); the products and sums in float32."""
     X, y = _data(500, 100, dtype=torch.bfloat16)

@@ -76,6 +76,9 @@ def test_kernels_build_for_a_gpu():
             _compile(k.loss_forward, _common(*data, "gx_ptr"), dict(
                 LOGITS=False, W_MODE=1, PW_MODE=0, SMOOTH=False, REDUCE=False, ONE_BLOCK=True,
                 WRITE_GX=False, CHECK_X=True, CHECK_Y=True, BLOCK=1024)),
+            _compile(k.loss_forward_plain, _common("x_ptr", "y_ptr", "gx_ptr"), dict(
+                LOGITS=True, REDUCE=True, ONE_BLOCK=False, WRITE_GX=True, CHECK_X=False,
+                CHECK_Y=True, BLOCK=2048)),
             _compile(k.loss_backward, _common(*data, "g_ptr", "gx_ptr", "gy_ptr"), dict(
                 LOGITS=True, W_MODE=2, PW_MODE=1, SMOOTH=True, G_EACH=True, WANT_X=True,
                 WANT_Y=True, WANT_W=True, WANT_PW=True, BLOCK=2048)),

@@ -86,16 +86,21 @@ def test_the_first_call_compiles_through_triton_and_later_ones_launch_the_kernel
     triton_launch, launch, calls = _launcher(monkeypatch)
     x = torch.zeros(64)
     launch[(3,)](x, 100, 0.5, FLAG=True, BLOCK=128, num_warps=4)
-    launch[(5,)](x, 116, 0.25, BLOCK=128, FLAG=True, num_warps=4)
+    launch[(5,)](x, 116, 0.25, FLAG=True, BLOCK=128, num_warps=4)
     assert calls[0] == ("triton", (3,), (x, 100, 0.5), dict(FLAG=True, BLOCK=128, num_warps=4))
     # constexprs in the kernel's order, after the runtime arguments; the current stream
     assert calls[1] == ("compiled", (5,), (x, 116, 0.25, 128, True), 1234)
+    # constexprs named in another order: a key of its own (Triton's cache has the kernel)
+    launch[(5,)](x, 116, 0.25, BLOCK=128, FLAG=True, num_warps=4)
+    launch[(6,)](x, 116, 0.25, BLOCK=128, FLAG=True, num_warps=4)
+    assert [c[0] for c in calls[2:]] == ["triton", "compiled"]
+    assert calls[3] == ("compiled", (6,), (x, 116, 0.25, 128, True), 1234)
     # anything Triton would compile anew for goes through Triton again
-    for args, constexprs, warps in [((x[1:], 100, 0.5), dict(BLOCK=128, FLAG=True), 4),
-                                    ((x, 1, 0.5), dict(BLOCK=128, FLAG=True), 4),
-                                    ((x, 100, 0.5), dict(BLOCK=256, FLAG=True), 4),
-                                    ((x, 100, 0.5), dict(BLOCK=128, FLAG=True), 8),
-                                    ((x.bfloat16(), 100, 0.5), dict(BLOCK=128, FLAG=True), 4)]:
+    for args, constexprs, warps in [((x[1:], 100, 0.5), dict(FLAG=True, BLOCK=128), 4),
+                                    ((x, 1, 0.5), dict(FLAG=True, BLOCK=128), 4),
+                                    ((x, 100, 0.5), dict(FLAG=True, BLOCK=256), 4),
+                                    ((x, 100, 0.5), dict(FLAG=True, BLOCK=128), 8),
+                                    ((x.bfloat16(), 100, 0.5), dict(FLAG=True, BLOCK=128), 4)]:
         before = len(calls)
         launch[(1,)](*args, **constexprs, num_warps=warps)
         assert calls[before][0] == "triton", args
@@ -122,4 +127,4 @@ def test_every_kernel_of_the_package_can_use_it():
     from logreg_torch.loss import triton_linear, triton_ops
 
     launchers = [*triton_ops._LAUNCHERS.values(), triton_linear._LAUNCHER]
-    assert len(launchers) == 5 and all(launch.fast for launch in launchers)
+    assert len(launchers) == 6 and all(launch.fast for launch in launchers)

@@ -34,13 +34,17 @@ def arg_key(a) -> object:
     """What of ``a`` can change the kernel Triton compiles for it: a tensor's dtype and whether
     its data is 16-byte aligned; an int's width, whether it is 1 and whether 16 divides it; a
     float or a bool only its type."""
+    kind = type(a)
+    if kind is int:
+        return a == 1, a % 16 == 0, -_I32 <= a < _I32, a < _I64
+    if kind is float or kind is bool:
+        return kind
     if isinstance(a, torch.Tensor):
         return a.dtype, a.data_ptr() % 16 == 0
-    if isinstance(a, bool):
-        return bool
-    if isinstance(a, int):
-        return a == 1, a % 16 == 0, -(2**31) <= a < 2**31, a < 2**63
-    return type(a)
+    return kind
+
+
+_I32, _I64 = 2**31, 2**63
 
 
 class Launcher:
@@ -68,14 +72,15 @@ class Launcher:
         if not (self.fast and ENABLED):
             self.kernel[grid](*args, **constexprs, num_warps=num_warps)
             return
-        values = tuple(constexprs[name] for name in self.constexpr_names)
         device = torch.cuda.current_device()  # where Triton launches, as its own launch does
-        key = (device, num_warps, values, *map(arg_key, args))
-        compiled = self.compiled.get(key)
-        if compiled is None:
+        key = (device, num_warps, *constexprs.items(), *map(arg_key, args))
+        entry = self.compiled.get(key)
+        if entry is None:
             compiled = self.kernel[grid](*args, **constexprs, num_warps=num_warps)
             if hasattr(compiled, "result"):  # Triton's asynchronous compile
                 compiled = compiled.result()
-            self.compiled[key] = compiled
+            # the constexprs in the kernel's order, as the compiled kernel takes them
+            self.compiled[key] = compiled, tuple(constexprs[k] for k in self.constexpr_names)
             return
+        compiled, values = entry
         compiled[grid](*args, *values, stream=driver.active.get_current_stream(device))

@@ -41,6 +41,7 @@ from logreg_torch.loss.triton_kernels import (
     loss_backward,
     loss_finish,
     loss_forward,
+    loss_forward_plain,
     scale_in_place,
 )
 from logreg_torch.loss.triton_launch import Launcher
@@ -78,7 +79,9 @@ class _Interpreted:
 
 
 def _pow2(n: int, least: int = 1) -> int:
-    p = least
+    if type(n) is int:
+        return max(least, 1 << (n - 1).bit_length())
+    p = least  # a symbolic size (dynamic shapes): compare, as guards can
     while p < n:
         p *= 2
     return p
@@ -117,7 +120,8 @@ def _operands(x: Tensor, weight: Tensor | None, pos_weight: Tensor | None,
 # eager calls pass ``_eager``: a ``triton_launch.Launcher`` per kernel (launched directly, with
 # less host work than Triton's own launch; torch's wrapper would dispatch through a
 # higher-order op, ~1 ms, outside an op's own body).
-_LAUNCHERS = {k: Launcher(k) for k in (loss_forward, loss_finish, loss_backward, scale_in_place)}
+_LAUNCHERS = {k: Launcher(k) for k in (loss_forward, loss_forward_plain, loss_finish,
+                                        loss_backward, scale_in_place)}
 
 
 def _eager(kernel) -> Launcher:
@@ -141,14 +145,20 @@ def launch_forward(input: Tensor, target: Tensor, weight: Tensor | None,
     part = out if one or not reduce else input.new_empty(nblocks, dtype=torch.float32)
     flags = ok if one or not check else input.new_empty(nblocks, dtype=torch.int32)
     denom = float(n) if reduction == "mean" else 1.0
-    w, pw, *plans = _operands(x, weight, pos_weight, weight_plan, pos_weight_plan)
     # x stands in for the pointers a launch does not use (no empty tensors as arguments)
-    wrap_triton(loss_forward)[(nblocks,)](
-        x, y, w, pw, part, grad if want_grad and reduce else x, flags if check else x, n,
-        *plans, denom, 1.0 / denom, label_smoothing, LOGITS=logits, W_MODE=weight_plan[0],
-        PW_MODE=pos_weight_plan[0], SMOOTH=label_smoothing != 0, REDUCE=reduce, ONE_BLOCK=one,
-        WRITE_GX=want_grad and reduce, CHECK_X=check_input, CHECK_Y=check_target,
-        BLOCK=_pow2(n, 16) if one else BLOCK, num_warps=NUM_WARPS if n > 256 else 4)
+    gx, flag = grad if want_grad and reduce else x, flags if check else x
+    shape = dict(LOGITS=logits, REDUCE=reduce, ONE_BLOCK=one, WRITE_GX=want_grad and reduce,
+                 CHECK_X=check_input, CHECK_Y=check_target, BLOCK=_pow2(n, 16) if one else BLOCK,
+                 num_warps=NUM_WARPS if n > 256 else 4)
+    if weight is None and pos_weight is None and not label_smoothing:
+        wrap_triton(loss_forward_plain)[(nblocks,)](x, y, part, gx, flag, n, denom, 1.0 / denom,
+                                                    **shape)
+    else:
+        w, pw, *plans = _operands(x, weight, pos_weight, weight_plan, pos_weight_plan)
+        wrap_triton(loss_forward)[(nblocks,)](
+            x, y, w, pw, part, gx, flag, n, *plans, denom, 1.0 / denom, label_smoothing,
+            W_MODE=weight_plan[0], PW_MODE=pos_weight_plan[0], SMOOTH=label_smoothing != 0,
+            **shape)
     if not one and (reduce or check):
         wrap_triton(loss_finish)[(1,)](
             part if reduce else x, flags if check else x, out, ok if check else x, nblocks,
@@ -326,8 +336,10 @@ def loss(kind: str, input: Tensor, target: Tensor, weight: Tensor | None,
     weight, wp = broadcast_plan(weight, input.shape)
     pos_weight, pwp = broadcast_plan(pos_weight, input.shape)
     logits, smoothing = kind == "logits", float(label_smoothing)
-    if EAGER_FUNCTION and not tracing_or_transformed() and all(
-            t is None or type(t) in _PLAIN for t in (input, target, weight, pos_weight)):
+    if (EAGER_FUNCTION and type(input) in _PLAIN and type(target) in _PLAIN
+            and (weight is None or type(weight) in _PLAIN)
+            and (pos_weight is None or type(pos_weight) in _PLAIN)
+            and not tracing_or_transformed()):
         out, ok = _Eager.apply(input, target, weight, pos_weight, (
             logits, reduction, smoothing, check_input, check_target, wp, pwp))
     else:
