@@ -2,17 +2,19 @@
 
     python scripts/bench_losses.py                  # CPU float32, 4096 to 1e7 (and CUDA if present)
     python scripts/bench_losses.py --repeat 30 --no-compile
-    python scripts/bench_losses.py --device cuda    # the GPU table only (~2 minutes, H200)
+    python scripts/bench_losses.py --device cuda    # the GPU table only (~40 s, H200)
 
 Prints median milliseconds per forward+backward and the ratio ours/torch (lower is better).
 Both run in the same process, alternating, so machine noise hits both alike. The "compiled"
 rows compare torch.compile of our loss with torch.compile of torch's (inductor, default mode).
 
-On CUDA (``--device cuda``): each call timed by CUDA events, ours and torch's interleaved, medians;
-N = 4096 to 1e8, float32 and bfloat16; the kernels each side launches per forward+backward
-(counted by the torch profiler); the bandwidth ours reaches counting the least traffic (read
-input and target, write the gradient: 12 bytes per element in float32, 6 in bfloat16) as a
-fraction of a device-to-device copy measured in the same run; compiled rows at 1e6 and 1e8.
+On CUDA (``--device cuda``, about 40 s on an H200): CUDA events around back-to-back calls (as
+in a training loop: up to 1e7 the time is the host's work per call, at 1e8 the device's), ours
+and torch's interleaved, medians; N = 4096 to 1e8, float32 and bfloat16, inputs drawn on the
+device; the kernels each side launches per forward+backward at 4096 (counted by the torch
+profiler); the bandwidth ours reaches counting the least traffic (read input and target, write
+the gradient: 12 bytes per element in float32, 6 in bfloat16) as a fraction of a
+device-to-device copy measured in the same run; compiled rows at 1e6 and 1e8 (static shapes).
 A row that fails prints its error and the table goes on.
 """
 
@@ -104,25 +106,29 @@ def bench(kind: str, n: int, device: torch.device, repeat: int,
 # ----------------------------------------------------------------------------- CUDA
 
 
-def device_medians(fns: list, repeat: int, device: torch.device) -> list[float]:
-    """Median milliseconds of each function, run in turn (A, B, A, B, ...): by CUDA events on
-    a GPU (a round's events read after one synchronize), else by wall clock."""
+def device_medians(fns: list, repeat: int, device: torch.device, calls: int = 1) -> list[float]:
+    """Median milliseconds per call of each function, ``calls`` back-to-back calls per sample
+    (so that host and device overlap as in a training loop: a small call's time is then its
+    host work, a large one's its device work), functions in turn (A, B, A, B, ...): by CUDA
+    events on a GPU (a round's events read after one synchronize), else by wall clock."""
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
         if device.type != "cuda":
             for i, fn in enumerate(fns):
-                times[i].append(_time(fn, device) * 1e3)
+                times[i].append(_time(lambda fn=fn: [fn() for _ in range(calls)], device)
+                                * 1e3 / calls)
             continue
         events = []
         for fn in fns:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            fn()
+            for _ in range(calls):
+                fn()
             end.record()
             events.append((start, end))
         torch.cuda.synchronize()
         for i, (start, end) in enumerate(events):
-            times[i].append(start.elapsed_time(end))
+            times[i].append(start.elapsed_time(end) / calls)
     return [statistics.median(t) for t in times]
 
 
@@ -145,18 +151,46 @@ def copy_bandwidth(repeat: int, device: torch.device, n: int = 2 * 10**8) -> flo
     dst = torch.empty_like(src)
     for _ in range(3):
         dst.copy_(src)
-    (ms,) = device_medians([lambda: dst.copy_(src)], repeat, device)
+    (ms,) = device_medians([lambda: dst.copy_(src)], repeat, device, calls=3)
     return 2 * 4 * n / (ms / 1e3)
+
+
+def _device_inputs(kind: str, n: int, device: torch.device, dtype: torch.dtype):
+    """The inputs of ``_inputs``, drawn on the device (1e8 values on the CPU take seconds)."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    target = (torch.rand(n, generator=gen, device=device) < 0.5).to(dtype)
+    if kind == "probs":
+        x = torch.rand(n, generator=gen, device=device).clamp(1e-6, 1 - 1e-6).to(dtype)
+        return x.requires_grad_(), target, binary_cross_entropy, F.binary_cross_entropy
+    x = torch.randn(n, generator=gen, device=device).to(dtype)
+    return (x.requires_grad_(), target, binary_cross_entropy_with_logits,
+            F.binary_cross_entropy_with_logits)
+
+
+def _device_steps(kind: str, n: int, device: torch.device, dtype: torch.dtype, compiled: bool):
+    x, target, ours, theirs = _device_inputs(kind, n, device, dtype)
+    if compiled:
+        ours, theirs = (torch.compile(ours, fullgraph=True, dynamic=False),
+                        torch.compile(theirs, fullgraph=True, dynamic=False))
+
+    def step(loss_fn):
+        def run():
+            loss_fn(x, target).backward()
+            x.grad = None
+        return run
+
+    return step(ours), step(theirs)
 
 
 def gpu_row(kind: str, n: int, dtype: torch.dtype, repeat: int, copy_bps: float,
             device: torch.device, compiled: bool = False) -> str:
-    a, b = _steps(kind, n, device, dtype, compiled)
+    a, b = _device_steps(kind, n, device, dtype, compiled)
     for _ in range(3):  # warm-up: Triton and inductor compile here
         a()
         b()
-    ours, theirs = device_medians([a, b], repeat, device)
-    counted = ("" if compiled or n > 65536
+    calls = max(3, min(50, 10**8 // (10 * n)))  # back-to-back calls per sample
+    ours, theirs = device_medians([a, b], repeat, device, calls)
+    counted = ("" if compiled or n > 4096
                else f"{launches(a, device):>3} / {launches(b, device):<3}")
     per_element = 3 * torch.finfo(dtype).bits // 8  # read input and target, write the gradient
     fraction = per_element * n / (ours / 1e3) / copy_bps
@@ -170,13 +204,14 @@ def gpu_row(kind: str, n: int, dtype: torch.dtype, repeat: int, copy_bps: float,
 def gpu_table(sizes: list[int], repeat: int, compile_rows: bool, device: str = "cuda",
               copy_n: int = 2 * 10**8) -> None:
     device = torch.device(device)
+    started = time.perf_counter()
     copy_bps = copy_bandwidth(repeat, device, copy_n)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     print(f"{name}, torch {torch.__version__}; device-to-device copy {copy_bps / 1e9:.0f} GB/s; "
-          f"forward+backward, mean reduction, range checks on (our default), CUDA events, "
-          f"interleaved, median of {repeat}")
-    print("launches: ours / torch's per forward+backward; of copy: ours at the least traffic "
-          "(input, target, gradient) over the copy's bandwidth")
+          f"forward+backward, mean reduction, range checks on (our default), CUDA events "
+          f"around back-to-back calls, interleaved, median of {repeat}")
+    print("launches (N=4096): ours / torch's per forward+backward; of copy: ours at the least "
+          "traffic (input, target, gradient) over the copy's bandwidth")
     print(f"{'loss':16} {'dtype':8} {'N':>9} {'ours ms':>9} {'torch ms':>9} {'ratio':>6} "
           f"{'launches':9} {'of copy':>6} target")
     rows = [(kind, n, dtype, False) for dtype in (torch.float32, torch.bfloat16)
@@ -196,6 +231,7 @@ def gpu_table(sizes: list[int], repeat: int, compile_rows: bool, device: str = "
         finally:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+    print(f"table: {time.perf_counter() - started:.0f} s")
 
 
 # ----------------------------------------------------------------------------- CPU

@@ -27,6 +27,8 @@ from logreg_torch.loss import binary_cross_entropy_with_logits, route  # noqa: E
 from logreg_torch.loss import triton_linear as kernel  # noqa: E402
 
 DEVICE = "cpu" if INTERPRETED else "cuda"
+# On a GPU every test here is a GPU test: `pytest -m cuda` selects them with the others.
+pytestmark = [] if INTERPRETED else [pytest.mark.cuda]
 
 
 @pytest.fixture(autouse=True)

@@ -33,6 +33,8 @@ from logreg_torch.loss import (  # noqa: E402
 )
 
 DEVICE = "cpu" if INTERPRETED else "cuda"
+# On a GPU every test here is a GPU test: `pytest -m cuda` selects them with the others.
+pytestmark = [] if INTERPRETED else [pytest.mark.cuda]
 KINDS = ["probs", "logits"]
 REDUCTIONS = ["mean", "sum", "none"]
 
@@ -427,6 +429,32 @@ def test_cuda_compile_keeps_the_kernels(kind, reduction, monkeypatch):
     ours = run()
     monkeypatch.setattr(route, "ENABLED", False)
     _assert_close(ours, run(), rtol=1e-5, atol=1e-6)
+
+
+@compiled_only
+@pytest.mark.parametrize("kind", KINDS)
+def test_cuda_launcher_gives_what_tritons_own_launch_gives(kind, monkeypatch):
+    """triton_launch hands repeat launches to the compiled kernel: bitwise the same results as
+    Triton's own launch, for the lean and the full forward kernel, the finishing kernel and
+    the backward ones, aligned and unaligned (a view one element in) inputs."""
+    from logreg_torch.loss import triton_launch
+
+    x, y = _data(kind, (20001,))
+    w = torch.rand(20001, device=DEVICE)
+
+    def results():
+        out = []
+        for a, b in ((x, y), (x[1:], y[1:])):
+            for kwargs in ({}, {"weight": w[:len(a)], "label_smoothing": 0.1}):
+                for _ in range(2):  # the second call takes the cached kernel
+                    out.append(_run(kind, a, b, wrt=("input", "target"), **kwargs)[:2])
+        return out
+
+    fast = results()
+    monkeypatch.setattr(triton_launch, "ENABLED", False)
+    for a, b in zip(fast, results(), strict=True):
+        assert torch.equal(a[0], b[0])
+        assert all(torch.equal(u, v) for u, v in zip(a[1], b[1], strict=True))
 
 
 @pytest.mark.cuda
