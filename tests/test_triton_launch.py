@@ -45,13 +45,16 @@ def test_the_key_tells_apart_whatever_triton_specializes_on():
 
 
 class _Compiled:
-    """A stand-in for Triton's CompiledKernel: records launches."""
+    """A stand-in for Triton's CompiledKernel: records launches. Like Triton's (3.2 to 3.9),
+    its launcher reads the grid's three sizes as they are given."""
 
     def __init__(self, calls):
         self.calls = calls
 
     def __getitem__(self, grid):
-        return lambda *args, stream: self.calls.append(("compiled", grid, args, stream))
+        def launch(*args, stream):
+            self.calls.append(("compiled", (grid[0], grid[1], grid[2]), args, stream))
+        return launch
 
 
 def _launcher(monkeypatch):
@@ -89,12 +92,12 @@ def test_the_first_call_compiles_through_triton_and_later_ones_launch_the_kernel
     launch[(5,)](x, 116, 0.25, FLAG=True, BLOCK=128, num_warps=4)
     assert calls[0] == ("triton", (3,), (x, 100, 0.5), dict(FLAG=True, BLOCK=128, num_warps=4))
     # constexprs in the kernel's order, after the runtime arguments; the current stream
-    assert calls[1] == ("compiled", (5,), (x, 116, 0.25, 128, True), 1234)
+    assert calls[1] == ("compiled", (5, 1, 1), (x, 116, 0.25, 128, True), 1234)
     # constexprs named in another order: a key of its own (Triton's cache has the kernel)
     launch[(5,)](x, 116, 0.25, BLOCK=128, FLAG=True, num_warps=4)
     launch[(6,)](x, 116, 0.25, BLOCK=128, FLAG=True, num_warps=4)
     assert [c[0] for c in calls[2:]] == ["triton", "compiled"]
-    assert calls[3] == ("compiled", (6,), (x, 116, 0.25, 128, True), 1234)
+    assert calls[3] == ("compiled", (6, 1, 1), (x, 116, 0.25, 128, True), 1234)
     # anything Triton would compile anew for goes through Triton again
     for args, constexprs, warps in [((x[1:], 100, 0.5), dict(FLAG=True, BLOCK=128), 4),
                                     ((x, 1, 0.5), dict(FLAG=True, BLOCK=128), 4),

@@ -83,4 +83,6 @@ class Launcher:
             self.compiled[key] = compiled, tuple(constexprs[k] for k in self.constexpr_names)
             return
         compiled, values = entry
-        compiled[grid](*args, *values, stream=driver.active.get_current_stream(device))
+        # a compiled kernel reads grid[0], grid[1] and grid[2] (Triton's own launch pads them)
+        grid3 = (grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1)
+        compiled[grid3](*args, *values, stream=driver.active.get_current_stream(device))
