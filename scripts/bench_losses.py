@@ -74,11 +74,13 @@ def _inputs(kind: str, n: int, device: torch.device, dtype: torch.dtype = torch.
     return x.requires_grad_(), target, ours, theirs
 
 
-def _steps(kind: str, n: int, device: torch.device, dtype: torch.dtype, compiled: bool):
+def _steps(kind: str, n: int, device: torch.device, dtype: torch.dtype, compiled: bool,
+           inputs=_inputs):
     """(our forward+backward, torch's), each a function of no arguments."""
-    x, target, ours, theirs = _inputs(kind, n, device, dtype)
+    x, target, ours, theirs = inputs(kind, n, device, dtype)
     if compiled:
-        ours, theirs = torch.compile(ours, fullgraph=True), torch.compile(theirs, fullgraph=True)
+        ours, theirs = (torch.compile(ours, fullgraph=True, dynamic=False),
+                        torch.compile(theirs, fullgraph=True, dynamic=False))
 
     def step(loss_fn):
         def run():
@@ -167,24 +169,9 @@ def _device_inputs(kind: str, n: int, device: torch.device, dtype: torch.dtype):
             F.binary_cross_entropy_with_logits)
 
 
-def _device_steps(kind: str, n: int, device: torch.device, dtype: torch.dtype, compiled: bool):
-    x, target, ours, theirs = _device_inputs(kind, n, device, dtype)
-    if compiled:
-        ours, theirs = (torch.compile(ours, fullgraph=True, dynamic=False),
-                        torch.compile(theirs, fullgraph=True, dynamic=False))
-
-    def step(loss_fn):
-        def run():
-            loss_fn(x, target).backward()
-            x.grad = None
-        return run
-
-    return step(ours), step(theirs)
-
-
 def gpu_row(kind: str, n: int, dtype: torch.dtype, repeat: int, copy_bps: float,
             device: torch.device, compiled: bool = False) -> str:
-    a, b = _device_steps(kind, n, device, dtype, compiled)
+    a, b = _steps(kind, n, device, dtype, compiled, inputs=_device_inputs)
     for _ in range(3):  # warm-up: Triton and inductor compile here
         a()
         b()
