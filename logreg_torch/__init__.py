@@ -18,7 +18,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from logreg_torch.losses import (
+    from logreg_torch.loss import (
         BCELoss,
         BCEWithLogitsLoss,
         binary_cross_entropy,
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from logreg_torch import losses
+        from logreg_torch import loss as losses
 
         return getattr(losses, name)
     raise AttributeError(f"module 'logreg_torch' has no attribute {name!r}")

@@ -24,11 +24,12 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from logreg_torch.interrupts import critical
-from logreg_torch.losses import _check_range
-from logreg_torch.losses_fast import bcel_chunk as _bcel_chunk
-from logreg_torch.losses_fast import chunked_sum as _chunked_sum
-from logreg_torch.losses_fast import pos_weight_terms as _pos_weight_terms
-from logreg_torch.losses_fast import scratch_tensors as _scratch
+from logreg_torch.loss import route as _route
+from logreg_torch.loss.checks import check_range as _check_range
+from logreg_torch.loss.cpu import bcel_chunk as _bcel_chunk
+from logreg_torch.loss.cpu import chunked_sum as _chunked_sum
+from logreg_torch.loss.cpu import pos_weight_terms as _pos_weight_terms
+from logreg_torch.loss.cpu import scratch_tensors as _scratch
 
 # Rows per block: a block of a 100-feature float32 matrix is ~6 MB, in the last-level cache,
 # so the second product reads it from cache; large enough that Python overhead is small.
@@ -101,6 +102,43 @@ def _one_block(features: Tensor, w: Tensor, bias: Tensor | None, targets: Tensor
         return total, torch.mv(features.t(), grad_z) if want_w else None
 
 
+def _epoch(features: Tensor, w: Tensor, bias: Tensor | None, targets: Tensor,
+           pos_weight: Tensor | None, check_range: bool, want_w: bool
+           ) -> tuple[Tensor, Tensor | None, Tensor]:
+    """torch ops, block by block: (loss sum, n * dL/dw, n * dL/dz)."""
+    n = features.shape[0]
+    fn = "binary_cross_entropy_with_logits"
+    if check_range:
+        _check_range(fn, (targets, "target"))
+    logits = torch.empty(n, dtype=w.dtype, device=w.device)
+    grad_z = torch.empty_like(logits)  # n * dL/dz
+    step = n if features.is_cuda else BLOCK_ROWS
+    starts = list(range(0, n, step))
+    workers = min(POOL_WORKERS or torch.get_num_threads(), len(starts))
+    if len(starts) == 1:  # a minibatch: the loss kernel gives loss and dL/dz together
+        total, grad_w = _one_block(features, w, bias, targets, pos_weight, logits, grad_z,
+                                   want_w, check_range)
+        return total, grad_w, grad_z
+    # Only what X^T g needs runs between the two products of a block, so that the
+    # block is still in cache for the second: z, then sigmoid(z) - y.
+    args = (step, features, w, bias, targets, pos_weight, logits, grad_z, want_w)
+    if workers > 1 and not torch.is_autocast_enabled(features.device.type):
+        # Ctrl-C waits for the workers: left running, they would still write into
+        # these tensors while the interrupted run saves and exits.
+        with critical():
+            parts = [_pool(workers).submit(_blocks, starts[k::workers], *args)
+                     for k in range(workers)]
+            partials = [part.result() for part in parts]  # fixed order: deterministic
+        grad_w = torch.stack(partials).sum(0) if want_w else None
+    else:
+        grad_w = _blocks(starts, *args)
+    # The loss value needs no second pass over X: it is computed from the logits, by
+    # the loss module's chunked kernel (accurate in both tails).
+    total, _ = _chunked_sum(_bcel_chunk, logits, targets, pos_weight, None, None,
+                            (fn, False, False, check_range))
+    return total, grad_w, grad_z
+
+
 class _LinearBCEWithLogits(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features, weight, bias, targets, pos_weight, check_range):
@@ -109,42 +147,24 @@ class _LinearBCEWithLogits(torch.autograd.Function):
         want_w = ctx.needs_input_grad[1]
         want_b = bias is not None and ctx.needs_input_grad[2]
         want_x = ctx.needs_input_grad[0]
-        fn = "binary_cross_entropy_with_logits"
-        if check_range:
-            _check_range(fn, (targets, "target"))
-        logits = torch.empty(n, dtype=w.dtype, device=w.device)
-        grad_z = torch.empty_like(logits)  # n * dL/dz
-        step = n if features.is_cuda else BLOCK_ROWS
-        starts = list(range(0, n, step))
-        workers = min(POOL_WORKERS or torch.get_num_threads(), len(starts))
-        if len(starts) == 1:  # a minibatch: the loss kernel gives loss and dL/dz together
-            total, grad_w = _one_block(features, w, bias, targets, pos_weight, logits, grad_z,
-                                       want_w, check_range)
-        else:
-            # Only what X^T g needs runs between the two products of a block, so that the
-            # block is still in cache for the second: z, then sigmoid(z) - y.
-            args = (step, features, w, bias, targets, pos_weight, logits, grad_z, want_w)
-            if workers > 1 and not torch.is_autocast_enabled(features.device.type):
-                # Ctrl-C waits for the workers: left running, they would still write into
-                # these tensors while the interrupted run saves and exits.
-                with critical():
-                    parts = [_pool(workers).submit(_blocks, starts[k::workers], *args)
-                             for k in range(workers)]
-                    partials = [part.result() for part in parts]  # fixed order: deterministic
-                grad_w = torch.stack(partials).sum(0) if want_w else None
-            else:
-                grad_w = _blocks(starts, *args)
-            # The loss value needs no second pass over X: it is computed from the logits, by
-            # the loss module's chunked kernel (accurate in both tails).
-            total, _ = _chunked_sum(_bcel_chunk, logits, targets, pos_weight, None, None,
-                                    (fn, False, False, check_range))
-        scale = 1.0 / max(n, 1)
-        grad_b = grad_z.sum() * scale if want_b else None
-        if want_w:
-            grad_w.mul_(scale)
+        scale = 1.0 / max(n, 1)  # n == 0 never reaches here (see the wrapper)
         ctx.scale = scale
-        ctx.save_for_backward(grad_w, grad_b, grad_z if want_x else None, weight)
-        return (total * scale).to(w.dtype)  # n == 0 never reaches here (see the wrapper)
+        if _route.linear_applies(features, weight, pos_weight):
+            # CUDA: one Triton kernel reads each block of X once (loss/triton_linear.py); it
+            # returns the mean and its gradients
+            loss, grad_w, grad_b, grad_z = _route.linear().forward(
+                features, w, bias, targets.contiguous(), pos_weight, check_range, want_x)
+            grad_w, grad_b = grad_w.to(w.dtype), grad_b.to(w.dtype)
+        else:
+            total, grad_w, grad_z = _epoch(features, w, bias, targets, pos_weight,
+                                           check_range, want_w)
+            grad_b = grad_z.sum() * scale if want_b else None
+            if want_w:
+                grad_w.mul_(scale)
+            loss = total * scale
+        ctx.save_for_backward(grad_w if want_w else None, grad_b if want_b else None,
+                              grad_z if want_x else None, weight)
+        return loss.to(w.dtype)
 
     @staticmethod
     @once_differentiable

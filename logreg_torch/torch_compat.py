@@ -2,10 +2,11 @@
 wrappers, so that a torch upgrade that moves one of them breaks here and nowhere else.
 
 - Keeping ``torch._dynamo`` out of runs that never compile (``defer_dynamo_import``).
-- What the losses ask before taking their eager fast path: is anything tracing or transforming
-  (``tracing_or_transformed``), the real tensor under torch.func's wrappers
-  (``unwrap_functorch``), an in-graph assert (``assert_async``), and the aten log-sigmoid
-  kernels with ``out=`` buffers.
+- What the losses ask before taking their eager fast path or the Triton kernels: is anything
+  tracing or transforming (``tracing_or_transformed``, ``forward_ad_active``), is a tensor fake
+  (``is_fake``), the real tensor under torch.func's wrappers (``unwrap_functorch``) and ops on
+  it outside the transforms (``outside_functorch``), an in-graph assert (``assert_async``), and
+  the aten log-sigmoid kernels with ``out=`` buffers.
 
 Keep ``torch._dynamo`` (about 1 s of imports: dynamo, sympy, fx) out of runs that never compile.
 
@@ -91,11 +92,25 @@ def functorch_transforms_active() -> bool:
     return torch._C._are_functorch_transforms_active()
 
 
+def forward_ad_active() -> bool:
+    """Inside a ``torch.autograd.forward_ad.dual_level``."""
+    return _fw_ad._current_level >= 0
+
+
+def is_fake(t: Tensor) -> bool:
+    """A fake tensor (export, FakeTensorMode), possibly under torch's functional wrapper."""
+    if type(t) in (Tensor, torch.nn.Parameter):
+        return False
+    from torch._subclasses.fake_tensor import is_fake as _is_fake  # imports sympy: only here
+
+    return _is_fake(t)
+
+
 def tracing_or_transformed() -> bool:
     """True under torch.compile/export, a torch.func transform, forward AD or any dispatch or
     torch-function mode (fake tensors, meta device contexts, profilers of ops)."""
     return (torch.compiler.is_compiling() or functorch_transforms_active()
-            or _fw_ad._current_level >= 0 or _dispatch_mode() is not None
+            or forward_ad_active() or _dispatch_mode() is not None
             or torch._C._is_torch_function_mode_enabled())
 
 
@@ -104,6 +119,12 @@ def unwrap_functorch(t: Tensor) -> Tensor:
     while torch._C._functorch.is_functorch_wrapped_tensor(t):
         t = torch._C._functorch.get_unwrapped(t)
     return t
+
+
+def outside_functorch():
+    """A context in which ops on the real tensors under torch.func's wrappers run as plain ops,
+    outside the transforms (for what has no batching rule: ``torch._assert_async``)."""
+    return torch._C._DisableFuncTorch()
 
 
 def assert_async(condition: Tensor, message: str) -> None:

@@ -30,16 +30,32 @@ IMPLS = {
     ("logits", "ours"): binary_cross_entropy_with_logits,
 }
 TOL = dict(rtol=1e-8, atol=1e-10)  # float64; second derivatives round differently
+# On a GPU the tests below that take ``device`` run in float32 (the loss's Triton kernels'
+# dtypes, so that they are the path under test where they apply), to float32 tolerances.
+CUDA_TOL = dict(rtol=1e-4, atol=1e-6)
 
 
-def _data(kind, shape=(6, 3), dtype=torch.float64, seed=0):
+def pytest_generate_tests(metafunc):
+    if "device" in metafunc.fixturenames:
+        metafunc.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+
+
+def _dtype(device):
+    return torch.float64 if device == "cpu" else torch.float32
+
+
+def _tol(device):
+    return TOL if device == "cpu" else CUDA_TOL
+
+
+def _data(kind, shape=(6, 3), dtype=torch.float64, seed=0, device="cpu"):
     gen = torch.Generator().manual_seed(seed)
     if kind == "probs":
         x = torch.rand(shape, generator=gen, dtype=dtype) * 0.9 + 0.05
     else:
         x = torch.randn(shape, generator=gen, dtype=dtype) * 3
     y = torch.rand(shape, generator=gen, dtype=dtype)
-    return x, y
+    return x.to(device), y.to(device)
 
 
 def _both(kind, run):
@@ -71,10 +87,10 @@ class _Net(torch.nn.Module):
         return torch.sigmoid(z) if self.kind == "probs" else z
 
 
-def _batch(n=8, dtype=torch.float64):
+def _batch(n=8, dtype=torch.float64, device="cpu"):
     gen = torch.Generator().manual_seed(1)
-    return (torch.randn(n, 4, generator=gen, dtype=dtype),
-            torch.randint(0, 2, (n,), generator=gen).to(dtype))
+    return (torch.randn(n, 4, generator=gen, dtype=dtype).to(device),
+            torch.randint(0, 2, (n,), generator=gen).to(device, dtype))
 
 
 # ----------------------------------------------------------------------------- autograd
@@ -82,10 +98,10 @@ def _batch(n=8, dtype=torch.float64):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_double_backward_gradient_penalty(kind, reduction):
+def test_double_backward_gradient_penalty(kind, reduction, device):
     """d/dtheta of |dL/dtheta|^2: needs the backward to be differentiable."""
-    net = _Net(kind).double()
-    x, y = _batch()
+    net = _Net(kind).to(device, _dtype(device))
+    x, y = _batch(dtype=_dtype(device), device=device)
 
     def run(loss_fn):
         loss = loss_fn(net(x), y, reduction=reduction).sum()
@@ -93,13 +109,13 @@ def test_double_backward_gradient_penalty(kind, reduction):
         penalty = sum(g.pow(2).sum() for g in grads)
         return (loss, *torch.autograd.grad(penalty, list(net.parameters())))
 
-    _assert_close(*_both(kind, run))
+    _assert_close(*_both(kind, run), **_tol(device))
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("reduction", ["mean", "none"])
-def test_forward_ad_dual_tensors(kind, reduction):
-    x, y = _data(kind)
+def test_forward_ad_dual_tensors(kind, reduction, device):
+    x, y = _data(kind, dtype=_dtype(device), device=device)
     tangent = torch.randn_like(x)
 
     def run(loss_fn):
@@ -108,21 +124,21 @@ def test_forward_ad_dual_tensors(kind, reduction):
             primal, tan = fwAD.unpack_dual(out)
         return primal, tan
 
-    _assert_close(*_both(kind, run))
+    _assert_close(*_both(kind, run), **_tol(device))
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_activation_checkpointing(kind):
+def test_activation_checkpointing(kind, device):
     from torch.utils.checkpoint import checkpoint
 
-    net = _Net(kind).double()
-    x, y = _batch()
+    net = _Net(kind).to(device, _dtype(device))
+    x, y = _batch(dtype=_dtype(device), device=device)
 
     def run(loss_fn):
         loss = checkpoint(lambda inp: loss_fn(net(inp), y), x, use_reentrant=False)
         return (loss, *torch.autograd.grad(loss, list(net.parameters())))
 
-    _assert_close(*_both(kind, run))
+    _assert_close(*_both(kind, run), **_tol(device))
 
 
 # ----------------------------------------------------------------------------- torch.func
@@ -130,8 +146,8 @@ def test_activation_checkpointing(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_func_grad_jacrev_hessian_jvp(kind, reduction):
-    x, y = _data(kind, shape=(5,))
+def test_func_grad_jacrev_hessian_jvp(kind, reduction, device):
+    x, y = _data(kind, shape=(5,), dtype=_dtype(device), device=device)
     direction = torch.randn_like(x)
 
     def run(loss_fn):
@@ -141,28 +157,28 @@ def test_func_grad_jacrev_hessian_jvp(kind, reduction):
         return (grad(f)(x), jacrev(f)(x), hessian(f)(x), jvp(f, (x,), (direction,))[1],
                 jacrev(lambda t: loss_fn(x, t, reduction=reduction))(y))
 
-    _assert_close(*_both(kind, run))
+    _assert_close(*_both(kind, run), **_tol(device))
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_vmap_over_a_batch_of_losses(kind):
-    x, y = _data(kind, shape=(4, 6))
-    w = torch.rand(6, dtype=torch.float64)
+def test_vmap_over_a_batch_of_losses(kind, device):
+    x, y = _data(kind, shape=(4, 6), dtype=_dtype(device), device=device)
+    w = torch.rand(6, dtype=_dtype(device), device=device)
 
     def run(loss_fn):
         per_row = vmap(lambda a, b: loss_fn(a, b, w))(x, y)
         elementwise = vmap(lambda a, b: loss_fn(a, b, reduction="none"), in_dims=(0, None))(x, y[0])
         return per_row, elementwise
 
-    _assert_close(*_both(kind, run))
+    _assert_close(*_both(kind, run), **_tol(device))
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_per_sample_gradients_vmap_grad_functional_call(kind):
+def test_per_sample_gradients_vmap_grad_functional_call(kind, device):
     """The torch.func recipe for per-sample gradients (Opacus-style DP-SGD)."""
-    net = _Net(kind).double()
+    net = _Net(kind).to(device, _dtype(device))
     params = {k: v.detach() for k, v in net.named_parameters()}
-    x, y = _batch()
+    x, y = _batch(dtype=_dtype(device), device=device)
 
     def run(loss_fn):
         def sample_loss(p, xi, yi):
@@ -173,24 +189,24 @@ def test_per_sample_gradients_vmap_grad_functional_call(kind):
 
     theirs, ours = _both(kind, run)
     for name in params:
-        _assert_close(theirs[name], ours[name])
+        _assert_close(theirs[name], ours[name], **_tol(device))
     # and the mean of the per-sample gradients is the batch gradient
     batch = torch.autograd.grad(IMPLS[kind, "ours"](net(x), y), list(net.parameters()))
     for (name, _), g in zip(net.named_parameters(), batch, strict=True):
-        _assert_close(ours[name].mean(0), g)
+        _assert_close(ours[name].mean(0), g, **_tol(device))
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_hessian_of_the_parameters(kind):
-    net = _Net(kind).double()
+def test_hessian_of_the_parameters(kind, device):
+    net = _Net(kind).to(device, _dtype(device))
     params = {k: v.detach() for k, v in net.named_parameters()}
-    x, y = _batch()
+    x, y = _batch(dtype=_dtype(device), device=device)
 
     def run(loss_fn):
         h = hessian(lambda p: loss_fn(functional_call(net, p, (x,)), y))(params)
         return [h[a][b] for a in params for b in params]
 
-    _assert_close(*_both(kind, run))
+    _assert_close(*_both(kind, run), **_tol(device))
 
 
 # ----------------------------------------------------------------------------- compile, export
@@ -198,11 +214,11 @@ def test_hessian_of_the_parameters(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_compile_fullgraph_no_graph_break(kind, reduction):
+def test_compile_fullgraph_no_graph_break(kind, reduction, device):
     import torch._dynamo
 
-    net = _Net(kind)
-    x, y = _batch(dtype=torch.float32)
+    net = _Net(kind).to(device)
+    x, y = _batch(dtype=torch.float32, device=device)
 
     def run(loss_fn):
         def step(inp, target):
@@ -218,9 +234,9 @@ def test_compile_fullgraph_no_graph_break(kind, reduction):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_compile_inductor_matches_eager(kind):
-    net = _Net(kind)
-    x, y = _batch(n=64, dtype=torch.float32)
+def test_compile_inductor_matches_eager(kind, device):
+    net = _Net(kind).to(device)
+    x, y = _batch(n=64, dtype=torch.float32, device=device)
 
     def run(loss_fn):
         torch._dynamo.reset()
@@ -243,13 +259,13 @@ class _WithLoss(torch.nn.Module):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_export_runs_with_and_without_grad(kind):
-    x, y = _batch(dtype=torch.float32)
+def test_export_runs_with_and_without_grad(kind, device):
+    x, y = _batch(dtype=torch.float32, device=device)
     modules = {"probs": (torch.nn.BCELoss, BCELoss),
                "logits": (torch.nn.BCEWithLogitsLoss, BCEWithLogitsLoss)}[kind]
 
     def run(criterion):
-        model = _WithLoss(kind, criterion())
+        model = _WithLoss(kind, criterion()).to(device)
         program = torch.export.export(model, (x, y))
         module = program.module()
         with torch.no_grad():
@@ -275,6 +291,23 @@ def test_meta_tensors(kind, reduction):
         out = loss_fn(x, y, reduction=reduction)
         (g,) = torch.autograd.grad(out.sum(), x)
         return out.shape, out.dtype, out.device, g.shape
+
+    theirs, ours = _both(kind, run)
+    assert theirs == ours
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_meta_tensors_under_vmap_and_per_sample_grad(kind):
+    """Off the CPU (meta here, CUDA on a GPU) the range check is one torch._assert_async, which
+    has no batching rule: under torch.func it runs on the real tensor outside the transforms
+    (before, vmap raised 'Batching rule not implemented for aten::_assert_async.msg')."""
+    x = torch.empty(4, 6, device="meta")
+    y = torch.empty(4, 6, device="meta")
+
+    def run(loss_fn):
+        per_row = vmap(loss_fn)(x, y)
+        per_sample = vmap(grad(loss_fn))(x, y)
+        return per_row.shape, per_row.device, per_sample.shape, per_sample.device
 
     theirs, ours = _both(kind, run)
     assert theirs == ours

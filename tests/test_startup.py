@@ -1,8 +1,9 @@
 """Start-up cost: what each entry point imports, checked in a fresh interpreter.
 
 ``torch._dynamo`` (about 1 s with sympy) belongs only to runs that compile, ``torchmetrics``
-(about 1-2.5 s with scipy and matplotlib) only to runs that compute metrics. A module-level
-import of either, anywhere on these paths, fails here.
+(about 1-2.5 s with scipy and matplotlib) only to runs that compute metrics, ``triton`` only to
+runs with CUDA tensors (the loss's GPU kernels). A module-level import of any of them, anywhere
+on these paths, fails here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("torch._dynamo", "torchmetrics", "sympy", "scipy")
+HEAVY = ("torch._dynamo", "torchmetrics", "sympy", "scipy", "triton")
 
 # Runs `code` (which may call the CLI's main), then prints which HEAVY modules got imported.
 _HARNESS = """
@@ -55,6 +56,23 @@ def test_losses_import_no_dynamo() -> None:
     assert _heavy_imports("from logreg_torch import BCELoss, binary_cross_entropy") == []
 
 
+def test_cpu_losses_and_fused_epoch_never_import_triton() -> None:
+    """The GPU kernels load with the first CUDA tensor; CPU work, every path, never."""
+    code = """
+import torch
+from logreg_torch import BCELoss, binary_cross_entropy_with_logits
+from logreg_torch.fast import linear_bce_with_logits
+x = torch.randn(300, requires_grad=True)
+for reduction in ("mean", "sum", "none"):
+    binary_cross_entropy_with_logits(x, torch.rand(300), reduction=reduction).sum().backward()
+    BCELoss(reduction=reduction)(torch.sigmoid(x), torch.rand(300)).sum().backward()
+binary_cross_entropy_with_logits(x.bfloat16(), torch.rand(300).bfloat16()).backward()
+head = torch.nn.Linear(4, 1)
+linear_bce_with_logits(torch.randn(50000, 4), head, torch.rand(50000)).backward()
+"""
+    assert _heavy_imports(code) == []
+
+
 @pytest.mark.parametrize("optim", ["lbfgs", "adam"])
 def test_training_without_metrics_or_compile_loads_no_heavy_module(tmp_path, optim) -> None:
     """A run with no held-out split computes no metrics; and nothing compiles. (Adam's and
@@ -68,7 +86,10 @@ def test_training_without_metrics_or_compile_loads_no_heavy_module(tmp_path, opt
                 "data.test_fraction=0", f"log.run_dir={tmp_path / 'run'}",
                 "train.device=cpu")  # what a CPU run imports, on every machine
     expected = [] if optim == "lbfgs" else ["torch._dynamo", "sympy"]
-    assert _heavy_imports(code, cwd=tmp_path) == expected
+    found = _heavy_imports(code, cwd=tmp_path)
+    if optim == "adam":  # torch._dynamo itself imports triton where it is installed
+        found = [m for m in found if m != "triton"]
+    assert found == expected
     assert (tmp_path / "run" / "last.pt").is_file()
 
 
