@@ -230,11 +230,12 @@ def section_host(device: torch.device, sizes: list[int], calls: int) -> None:
                     x.grad = None
                 return run
 
+            default = triton_launch.ENABLED
             try:
                 a, b, c = host_seconds([step(ours), step(ours, False), step(theirs)], device,
                                        calls)
             finally:
-                triton_launch.ENABLED = True
+                triton_launch.ENABLED = default
             print(f"  {kind:6} N={n:6}: ours {a * 1e6:6.1f} us ({a / c:.2f}x), with Triton's "
                   f"own launch {b * 1e6:6.1f} us ({b / c:.2f}x), torch's {c * 1e6:6.1f} us",
                   flush=True)

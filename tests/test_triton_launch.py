@@ -82,6 +82,7 @@ def _launcher(monkeypatch):
             return 1234 + device
 
     monkeypatch.setattr(triton_launch, "driver", type("Driver", (), {"active": Active}))
+    monkeypatch.setattr(triton_launch, "ENABLED", True)  # off by default until a GPU measures it
     return triton_launch, triton_launch.Launcher(kernel), calls
 
 

@@ -13,7 +13,10 @@ a compiled kernel).
 
 Only for real CUDA launches of our own kernels: the custom ops (compile, export) launch through
 torch's ``wrap_triton``; Triton's interpreter (CPU tensors, tests) through the kernel itself.
-``ENABLED = False`` takes Triton's own launch everywhere. The cache holds compiled kernels (no
+Off by default (``ENABLED = False``: Triton's own launch everywhere) until a GPU run shows it
+equal to Triton's launch (``tests/test_loss_triton.py``'s CUDA test, bitwise) and faster
+(``scripts/tune_gpu.py`` times both): it hands arguments to Triton's compiled kernel object,
+which no GPU has run through this code yet. The cache holds compiled kernels (no
 tensors), keyed by dtypes, alignments and constants, like Triton's own cache.
 """
 
@@ -24,7 +27,7 @@ import triton
 from triton.runtime import driver
 from triton.runtime.jit import JITFunction
 
-ENABLED = True
+ENABLED = False
 # A compiled kernel takes every argument, constexprs included, from Triton 3.2 on (Triton's own
 # launch passes them all); before, only the others: there, Triton's own launch.
 _TRITON_OK = tuple(int(v) for v in triton.__version__.split(".")[:2]) >= (3, 2)
