@@ -105,7 +105,8 @@ def pytest_command(out: Path, name: str, marker: str, workers: int) -> list[str]
 
     command = [sys.executable, "-m", "pytest", "-v", "-rfEs", "-m", marker, "-p", "no:benchmark",
                "-p", "no:cacheprovider", f"--junitxml={out / 'results' / (name + '.xml')}",
-               "--durations=25"]
+               "--durations=25", "-p", "pytest_failures",
+               f"--failures-file={out / 'logs' / (name + '-failures.txt')}"]
     if importlib.util.find_spec("xdist") is not None and workers > 1:
         command += ["-n", str(workers), "--dist", "loadfile"]
     if importlib.util.find_spec("pytest_timeout") is not None:
@@ -117,7 +118,8 @@ def child_env() -> dict[str, str]:
     """The environment of every step: the repository first on an absolute PYTHONPATH (tests
     start ``python -m logreg_torch`` from temporary folders, where a relative "." would not
     find it)."""
-    paths = [str(REPO)] + [str(Path(p).resolve()) for p in
+    # scripts/ too: pytest loads its failure-report plugin (pytest_failures.py) from there
+    paths = [str(REPO), str(REPO / "scripts")] + [str(Path(p).resolve()) for p in
                            os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)),
             "PYTHONUNBUFFERED": "1"}

@@ -325,5 +325,6 @@ def summarize(out: Path, rows: list[dict]) -> str:
         failed = test_counts(out, name).get("failed") if (out / "logs" / f"{name}.out"
                                                           ).exists() else None
         if failed:
-            lines += ["", f"{name} failures:", *[f"- {f}" for f in failed]]
+            lines += ["", f"{name} failures (tracebacks: logs/{name}-failures.txt):",
+                      *[f"- {f}" for f in failed]]
     return "\n".join(lines) + "\n"

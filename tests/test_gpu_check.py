@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -154,3 +155,32 @@ def test_the_readmes_command_runs_as_written(tmp_path) -> None:
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "deadline: 470 s for all steps"
+
+
+def test_a_failure_is_on_disk_before_the_suite_ends(tmp_path) -> None:
+    # A suite cut by its budget never reaches pytest's summary: the plugin has written each
+    # failure with its traceback by then (here pytest is killed while the second test sleeps).
+    import subprocess
+    import time
+
+    started = tmp_path / "hanging"
+    (tmp_path / "test_cut.py").write_text(
+        "import pathlib, time\n\ndef test_fails():\n    assert 1 + 1 == 3, 'arithmetic'\n\n"
+        f"def test_hangs():\n    pathlib.Path({str(started)!r}).touch()\n    time.sleep(600)\n")
+    failures = tmp_path / "failures.txt"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "pytest_failures",
+                             "-p", "no:cacheprovider", f"--failures-file={failures}",
+                             str(tmp_path / "test_cut.py")], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert started.exists()
+    finally:
+        proc.kill()
+        proc.wait()
+    text = failures.read_text()
+    assert "test_cut.py::test_fails (call)" in text and "arithmetic" in text
+    assert "test_hangs" not in text

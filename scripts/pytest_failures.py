@@ -1,0 +1,30 @@
+"""A pytest plugin for ``gpu_check.py``: each failure is written to ``--failures-file`` the
+moment its report arrives, so a suite stopped by its time budget still says why its tests
+failed (pytest prints tracebacks, and writes JUnit XML, only at the end of the session).
+
+Loaded with ``-p pytest_failures`` (``scripts/`` on the path). Under pytest-xdist only the
+controller writes: the workers' reports reach it too.
+"""
+
+from __future__ import annotations
+
+import os
+
+_path: str | None = None
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--failures-file", default=None,
+                     help="append each failed test's report here as it happens")
+
+
+def pytest_configure(config) -> None:
+    global _path
+    _path = config.getoption("--failures-file")
+
+
+def pytest_runtest_logreport(report) -> None:
+    if not _path or not report.failed or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    with open(_path, "a") as f:
+        f.write(f"=== {report.nodeid} ({report.when})\n{report.longreprtext}\n\n")
