@@ -210,7 +210,7 @@ def test_the_readmes_example_is_what_the_command_prints(monkeypatch, tmp_path, c
 
 @pytest.mark.slow
 @pytest.mark.skipif(not dist.is_available(), reason="needs torch.distributed")
-def test_under_a_real_torchrun_each_rank_says_it_and_exits_2(tmp_path) -> None:
+def test_under_a_real_torchrun_the_ranks_say_it_in_one_line(tmp_path) -> None:
     # cuda:7 fails on every machine with two processes on it: no GPU, too few GPUs, or (with
     # eight) one GPU asked for by both processes.
     env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
@@ -222,7 +222,11 @@ def test_under_a_real_torchrun_each_rank_says_it_and_exits_2(tmp_path) -> None:
         timeout=180)
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 2 and all("train.device='cuda:7'" in e for e in errors), done.stderr
+    # Every rank that gets this far says it in one line; torchrun stops the other ranks once
+    # one has exited, so a slower rank (on a GPU machine each starts CUDA to count the GPUs
+    # first) may be stopped before its line: one or two lines, each naming the setting.
+    assert 1 <= len(errors) <= 2, done.stderr
+    assert all("train.device='cuda:7'" in e for e in errors), done.stderr
     assert not (tmp_path / "run").exists()
 
 
