@@ -3,12 +3,12 @@ moment its report arrives, so a suite stopped by its time budget still says why 
 failed (pytest prints tracebacks, and writes JUnit XML, only at the end of the session).
 
 Loaded with ``-p pytest_failures`` (``scripts/`` on the path). Under pytest-xdist only the
-controller writes: the workers' reports reach it too.
+controller writes: the workers' reports reach it too. A worker is told by its ``workerinput``,
+not by the environment: a pytest started from inside an xdist worker inherits
+``PYTEST_XDIST_WORKER`` without being one.
 """
 
 from __future__ import annotations
-
-import os
 
 _path: str | None = None
 
@@ -20,11 +20,11 @@ def pytest_addoption(parser) -> None:
 
 def pytest_configure(config) -> None:
     global _path
-    _path = config.getoption("--failures-file")
+    _path = None if hasattr(config, "workerinput") else config.getoption("--failures-file")
 
 
 def pytest_runtest_logreport(report) -> None:
-    if not _path or not report.failed or os.environ.get("PYTEST_XDIST_WORKER"):
+    if not _path or not report.failed:
         return
     with open(_path, "a") as f:
         f.write(f"=== {report.nodeid} ({report.when})\n{report.longreprtext}\n\n")
