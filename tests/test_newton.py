@@ -137,3 +137,33 @@ def test_max_iter_is_the_budget() -> None:
     _, report = N.newton(_objective(X, y), torch.zeros(6, dtype=torch.float64), tol=1e-14,
                          max_iter=2)
     assert report.n_iter == 2 and report.reason == "max_iter" and not report.converged
+
+
+def _grad_max_by_torch(X, y, theta, l2):
+    """max|grad| of the mean BCE + l2/2 ||w||^2 at ``theta``, by torch's own loss and autograd."""
+    t = theta.detach().clone().requires_grad_(True)
+    z = X @ t[:-1] + t[-1]
+    f = torch.nn.functional.binary_cross_entropy_with_logits(z, y) + 0.5 * l2 * t[:-1].pow(2).sum()
+    (g,) = torch.autograd.grad(f, t)
+    return float(g.abs().max())
+
+
+@pytest.mark.parametrize("max_iter", [1, 50])
+def test_newton_says_converged_only_where_max_abs_grad_is_within_tol(max_iter) -> None:
+    # All features positive and a start that predicts class 0 everywhere: every gradient
+    # component is negative and large, so a rule on the signed maximum (g.max() <= tol) would
+    # stop at once and call it converged. The rule is on max|grad|, recomputed here.
+    X, y = _problem(n=500, d=4, seed=3)
+    X = X.abs() + 0.1
+    obj = _objective(X, y, l2=0.01)
+    start = torch.tensor([0.0, 0.0, 0.0, 0.0, -20.0], dtype=torch.float64)
+    assert _grad_max_by_torch(X, y, start, 0.01) > 0.1
+    tol = 1e-9
+    theta, report = N.newton(obj, start, tol=tol, max_iter=max_iter)
+    recomputed = _grad_max_by_torch(X, y, theta, 0.01)
+    assert report.grad_max == pytest.approx(recomputed, rel=1e-6, abs=1e-14)
+    assert report.converged == (recomputed <= tol)
+    if max_iter == 1:  # one step from so far cannot reach 1e-9
+        assert not report.converged and report.reason == "max_iter" and report.n_iter == 1
+    else:
+        assert report.converged and report.reason == "tol" and report.n_iter > 1
