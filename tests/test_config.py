@@ -481,3 +481,43 @@ def test_any_input_loads_or_raises_config_error(tmp_path, document, overrides):
     assert isinstance(cfg, Config)
     save_config(cfg, tmp_path / "saved.yaml")
     assert load_config(tmp_path / "saved.yaml") == cfg
+
+
+# YAML 1.1 reads these unquoted words as booleans, and 01 / 1.0 / 1e3 as numbers; a text key
+# keeps what was written (before: 'True', '1', '1.0', '1000.0').
+WRITTEN = ["yes", "no", "on", "off", "y", "n", "true", "false", "Yes", "NO", "True", "OFF",
+           "01", "1.0", "1e3", "0x1F"]
+
+
+@pytest.mark.parametrize("word", WRITTEN)
+def test_text_keys_keep_the_text_written_in_a_file_and_an_override(tmp_path, word) -> None:
+    path = write(tmp_path, f"data:\n  target: {word}\n  positive_label: {word}\n"
+                           f"  features: [{word}, b]\nlog:\n  name: {word}\n")
+    cfg = load_config(path)
+    assert (cfg.data.target, cfg.data.positive_label, cfg.log.name) == (word, word, word)
+    assert cfg.data.features == [word, "b"]
+    cfg = load_config(None, [f"data.positive_label={word}", f"data.features=[{word},b]",
+                             f"log.run_dir={word}"])
+    assert (cfg.data.positive_label, cfg.data.features, cfg.log.run_dir) == (
+        word, [word, "b"], word)
+    # and a saved run config reads back the same
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml").data.positive_label == word
+
+
+def test_text_keys_still_take_null_quotes_and_interpolations(tmp_path) -> None:
+    path = write(tmp_path, "data:\n  target: 'on'\n  positive_label: ${data.target}\n"
+                           "  features: null\n")
+    cfg = load_config(path)
+    assert (cfg.data.target, cfg.data.positive_label, cfg.data.features) == ("on", "on", None)
+    cfg = load_config(path, ["data.positive_label=null", "data={target: no}"])
+    assert (cfg.data.target, cfg.data.positive_label) == ("no", None)
+
+
+def test_a_yes_no_label_can_be_chosen_as_positive_from_a_config_file(tmp_path) -> None:
+    from logreg_torch.data import load_table
+
+    data = write(tmp_path, "a,b,label\n1,2,yes\n3,4,no\n5,6,yes\n7,8,no\n", "data.csv")
+    path = write(tmp_path, f"data:\n  source: csv\n  path: {data}\n  target: label\n"
+                           f"  positive_label: no\n")
+    assert load_table(load_config(path).data, seed=0).label_map == {"yes": 0, "no": 1}

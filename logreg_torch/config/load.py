@@ -102,7 +102,7 @@ def _read_yaml(path: Path, name: str) -> tuple[dict, Where]:
         )
     lines = _key_lines(root)
     try:
-        values = OmegaConf.to_container(OmegaConf.create(text))
+        values = _as_written(OmegaConf.to_container(OmegaConf.create(text)), root, "")
     except (yaml.YAMLError, RecursionError) as e:
         raise _yaml_error(e, name) from None
     except (OmegaConfBaseException, ValueError) as e:
@@ -153,12 +153,48 @@ def _parse_override(text: str) -> dict:
             f"to set a list write e.g. model.hidden=[32,16]"
         )
     try:
-        return OmegaConf.to_container(OmegaConf.from_dotlist([f"{key}={value}"]))
+        values = OmegaConf.to_container(OmegaConf.from_dotlist([f"{key}={value}"]))
+        node = yaml.compose(value, Loader=yaml.SafeLoader)
     except (yaml.YAMLError, OmegaConfBaseException, ValueError, RecursionError) as e:
         raise ConfigError(
             f"override '{text}': cannot parse the value as YAML ({_yaml_problem(e)}); "
             f"quote strings, write lists as [a,b]"
         ) from None
+    *parents, last = key.split(".")
+    inner = values
+    for part in parents:
+        inner = inner[part]
+    inner[last] = _as_written(inner[last], node, key)
+    return values
+
+
+# Keys whose schema type is text (or a list of texts), e.g. data.positive_label, data.features.
+_TEXT_KEYS = frozenset(
+    f"{section}.{key}" for section, keys in _SCHEMA.items() for key, tp in keys.items()
+    if str in (tp, *get_args(tp)) or list[str] in (tp, *get_args(tp)))
+
+
+def _as_written(value: Any, node: yaml.Node | None, key: str) -> Any:
+    """``value`` as YAML parsed it, but a text key keeps the text the user wrote.
+
+    YAML 1.1 (PyYAML, OmegaConf) reads an unquoted yes/no/on/off/true/false as a boolean and
+    01 as the number 1; a string field would then hold 'True' or '1', which matches no label
+    'yes' or '01'. ``node`` is the composed YAML of ``value``; ``key`` its dotted name."""
+    if isinstance(node, yaml.MappingNode) and isinstance(value, dict):
+        for key_node, value_node in node.value:
+            name = key_node.value
+            if name in value:
+                dotted = f"{key}.{name}" if key else name
+                value[name] = _as_written(value[name], value_node, dotted)
+        return value
+    if key not in _TEXT_KEYS or value is None:
+        return value
+    if isinstance(node, yaml.ScalarNode):
+        return node.value
+    if isinstance(node, yaml.SequenceNode) and isinstance(value, list):
+        return [n.value if isinstance(n, yaml.ScalarNode) and v is not None else v
+                for n, v in zip(node.value, value, strict=False)]
+    return value
 
 
 # --- merging -------------------------------------------------------------------------------------
