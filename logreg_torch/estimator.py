@@ -120,8 +120,9 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         if not report.converged:
             how = ("max_iter ran out" if report.reason == "max_iter" else
                    "rounding stopped the solver")
+            solver = "newton (l1, proximal)" if self.penalty == "l1" else self.solver
             warnings.warn(
-                f"logreg_torch {self.solver} did not converge: {how} after {report.n_iter} "
+                f"logreg_torch {solver} did not converge: {how} after {report.n_iter} "
                 f"iterations at max|grad| {report.grad_max:.3g} > tol {self.tol:g}; increase "
                 f"max_iter, or scale the features", ConvergenceWarning, stacklevel=3)
 

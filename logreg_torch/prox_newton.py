@@ -41,20 +41,27 @@ def _l1(theta: Tensor, lam: float, mask: Tensor) -> float:
 def _on_support(H: np.ndarray, g: np.ndarray, theta: np.ndarray, u: np.ndarray, lam: float,
                 mask: np.ndarray) -> np.ndarray | None:
     """The exact minimiser of the quadratic model if coordinate descent has found its support
-    and signs (``u``'s): one linear solve on the support, kept only if it is consistent
-    (signs unchanged, and every zero coordinate's linear term within [-lam, lam])."""
+    and signs (``u``'s): a linear solve on the support, coordinates whose sign flips dropped
+    from it, kept only if consistent (every zero coordinate's model gradient within
+    [-lam, lam]); else None, and coordinate descent goes on."""
     free = (u != 0) | (mask == 0)
     s = np.sign(u) * mask
-    Hff = H[np.ix_(free, free)]
-    try:
-        step = np.linalg.solve(Hff, -(g[free] + lam * s[free]))
-    except np.linalg.LinAlgError:
+    for _ in range(len(u)):
+        fixed = ~free  # these go to 0: their move is -theta
+        rhs = -(g[free] + lam * s[free] - H[np.ix_(free, fixed)] @ theta[fixed])
+        try:  # collinear features: a (near) singular H, inconsistent below, CD goes on
+            step = np.linalg.solve(H[np.ix_(free, free)], rhs)
+        except np.linalg.LinAlgError:
+            return None
+        new = np.zeros_like(u)
+        new[free] = theta[free] + step
+        flipped = free & (mask != 0) & (np.sign(new) != s)
+        if not flipped.any():
+            break
+        free &= ~flipped
+    else:
         return None
-    new = np.zeros_like(u)
-    new[free] = theta[free] + step
-    if np.any((np.sign(new) != s)[free & (mask != 0)]):
-        return None
-    c = g + H[:, free] @ step - H[:, ~free] @ theta[~free]  # the model's gradient at new
+    c = g + H @ (new - theta)  # the model's gradient at new
     if np.any(np.abs(c[~free]) > lam * (1 + 1e-9)):
         return None
     return new
