@@ -116,7 +116,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
                            else np.zeros(1, dtype=values.dtype)).copy()
         self.n_iter_ = np.array([report.n_iter], dtype=np.int32)
         self._report = report
-        self._rows = rows  # for summary(); dropped by pickling (__getstate__)
+        self._rows = rows.for_summary()  # dropped by pickling (__getstate__)
         if not report.converged:
             how = ("max_iter ran out" if report.reason == "max_iter" else
                    "rounding stopped the solver")

@@ -29,6 +29,14 @@ class FitRows:
     weight: Tensor | None  # per row, scaled to mean 1; None when all rows weigh the same
     weight_sum: float  # S = sum of sample_weight * class_weight: the penalty is 1 / (C S)
     handover: tuple | None = None  # a stalled float32 solve's handover (fullbatch.SolveState)
+    source: object = None  # X as validated, before it went to the device (for summary)
+
+    def for_summary(self) -> FitRows:
+        """What ``summary()`` needs, without holding a device copy of X: the validated X
+        (the caller's own array or tensor when no conversion was needed), y and the weights
+        on the host."""
+        return FitRows(self.source, self.y.cpu(), None if self.weight is None
+                       else self.weight.cpu(), self.weight_sum, self.handover)
 
 
 def _host(values):
@@ -111,7 +119,7 @@ def fit_rows(est, X, y, sample_weight, device: torch.device, dtype: torch.dtype)
     if not np.all(sw == sw[0]):
         weight = torch.from_numpy((sw * (len(sw) / total)).astype(host_dtype)).to(device)
     y_fit = torch.from_numpy(positive.astype(host_dtype)).to(device)
-    return FitRows(X_fit, y_fit, weight, total)
+    return FitRows(X_fit, y_fit, weight, total, source=X)
 
 
 def predict_rows(est, X) -> np.ndarray:

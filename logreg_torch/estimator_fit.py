@@ -93,17 +93,18 @@ def coefficient_table_of(est, rows: FitRows, alpha: float):
 
     if not est.fit_intercept:
         raise ValueError("summary() needs fit_intercept=True: the table has an intercept row")
-    d = rows.X.shape[1]
+    X = rows.X if isinstance(rows.X, Tensor) else torch.tensor(rows.X)
+    d = X.shape[1]
     cpu = torch.device("cpu")
     model = LinearModel(d).double()
     load_flat(model, torch.tensor([*est.coef_.ravel(), est.intercept_[0]], dtype=torch.float64))
     objective = dataclasses.replace(
         objective_of(est, rows), fused=False,
         weight=None if rows.weight is None else rows.weight.to(cpu, torch.float64))
-    data = Rows(rows.X.to(cpu, torch.float64), rows.y.to(cpu, torch.float64), None, len(rows.X))
+    data = Rows(X.to(cpu, torch.float64), rows.y.to(cpu, torch.float64), None, len(X))
     obj = newton_objective(model, objective, data, Runtime(cpu, torch.float64, None))
     names = [str(n) for n in getattr(est, "feature_names_in_", [f"x{i}" for i in range(d)])]
-    precision = "fp64" if rows.X.dtype == torch.float64 else "fp32"
+    precision = "fp64" if est.dtype == "float64" else "fp32"
     ending = solver_ending(est._report, float(est.tol), 1, rows.handover, precision)
     return coefficient_table(obj, names, {}, penalized=est.penalty == "l2", alpha=alpha,
                              ending=ending.as_dict())

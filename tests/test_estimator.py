@@ -175,11 +175,22 @@ def test_labels_dataframe_names_and_outputs() -> None:
     assert est.summary().names == ["intercept", *frame.columns]
 
 
-def test_torch_tensor_is_used_where_it_is() -> None:
+def _solved_rows(monkeypatch) -> list:
+    """The rows each fit hands to its solver, recorded."""
+    import logreg_torch.estimator_fit as fit_module
+
+    seen, solve = [], fit_module.solve
+    monkeypatch.setattr(fit_module, "solve", lambda est, rows, *a: seen.append(rows.X) or
+                        solve(est, rows, *a))
+    return seen
+
+
+def test_torch_tensor_is_used_where_it_is(monkeypatch) -> None:
     X, y = _data("synthetic")
     Xt = torch.from_numpy(X)
+    seen = _solved_rows(monkeypatch)
     est = LogisticRegression(device="auto").fit(Xt, torch.from_numpy(y))
-    assert est._rows.X.data_ptr() == Xt.data_ptr()  # no copy
+    assert seen[0].data_ptr() == Xt.data_ptr()  # the solver ran on the caller's tensor
     ref = LogisticRegression(device="cpu").fit(X, y)
     np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-12)
     assert isinstance(est.predict_proba(Xt), np.ndarray)
@@ -263,12 +274,13 @@ def test_readme_from_scikit_learn_example_runs(capsys) -> None:
 
 
 @pytest.mark.cuda
-def test_cuda_fit_and_cuda_tensor_input() -> None:
+def test_cuda_fit_and_cuda_tensor_input(monkeypatch) -> None:
     X, y = _data("breast_cancer")
     cpu = LogisticRegression(C=1.0, solver="newton", tol=1e-10, device="cpu").fit(X, y)
     gpu = LogisticRegression(C=1.0, solver="newton", tol=1e-10, device="cuda").fit(X, y)
     assert _rel(_coefs(gpu), _coefs(cpu)) < 1e-6
     Xc = torch.from_numpy(X).float().cuda()
+    seen = _solved_rows(monkeypatch)
     est = LogisticRegression(C=1.0, tol=1e-6, dtype="float32").fit(Xc, y)
-    assert est._rows.X.data_ptr() == Xc.data_ptr()  # used where it is: no copy
+    assert seen[0].data_ptr() == Xc.data_ptr()  # used where it is: no copy
     np.testing.assert_allclose(est.predict_proba(Xc), cpu.predict_proba(X), atol=1e-4)
