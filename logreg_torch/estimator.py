@@ -20,6 +20,7 @@ Nothing is written to disk: no run folder, no TensorBoard, no checkpoint.
 
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 import warnings
@@ -87,11 +88,11 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         if not _valid_device(self.device):
             raise ValueError(f"device={self.device!r} is not supported; use 'auto', 'cpu', "
                              f"'cuda' or 'cuda:N'")
-        if not (isinstance(self.C, (int, float)) and self.C > 0):
+        if not (isinstance(self.C, numbers.Real) and self.C > 0):
             raise ValueError(f"C must be a positive number, got {self.C!r}")
-        if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
+        if not (isinstance(self.tol, numbers.Real) and self.tol >= 0):
             raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
-        if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 0):
+        if not (isinstance(self.max_iter, numbers.Integral) and self.max_iter >= 0):
             raise ValueError(f"max_iter must be an integer >= 0, got {self.max_iter!r}")
 
     def fit(self, X, y, sample_weight=None) -> LogisticRegression:

@@ -117,6 +117,20 @@ def test_lbfgs_reaches_the_same_optimum_and_float32_probabilities() -> None:
     assert np.abs(est32.predict_proba(X32) - ref.predict_proba(X)).max() < 1e-4
 
 
+def test_weighted_float32_fit_finishes_in_float64_at_the_optimum() -> None:
+    """float32 L-BFGS stalls near max|grad| 1e-6; the float64 Newton finish takes the row
+    weights along (fullbatch._finish_in_float64), so a tight tol still lands on the optimum."""
+    X, y = _data("breast_cancer")
+    fit_kw, _ = _weighting("sample_weight", y)
+    ref = SkLogisticRegression(C=np.float64(1.0), solver="newton-cholesky", tol=1e-12).fit(
+        X, y, **fit_kw)
+    est = LogisticRegression(C=np.float64(1.0), tol=1e-9, max_iter=np.int64(200),
+                             dtype="float32", device="cpu")
+    est.fit(X.astype(np.float32), y, **fit_kw)
+    assert _rel(_coefs(est), _coefs(ref)) < 1e-5  # float32 coefficients: 1e-7 is their ulp
+    assert est._rows.handover is not None  # the float64 finish ran
+
+
 def test_the_same_fit_as_the_command_line(tmp_path, monkeypatch, capsys) -> None:
     """configs/sklearn_parity.yaml on a CSV of standardized breast_cancer: the CLI's
     coefficients and its `summary` table equal the estimator's."""
