@@ -98,9 +98,7 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
     def fit(self, X, y, sample_weight=None) -> LogisticRegression:
         """Fit on X (n_samples, n_features) and y (two classes); returns self."""
         self._check_params()
-        from logreg_torch.runtime import resolve_device
-
-        device = torch.device("cpu") if self.device == "cpu" else resolve_device(self.device)
+        device = torch.device("cpu") if self.device == "cpu" else _device(self.device)
         rows = fit_rows(self, X, y, sample_weight, device, DTYPES[self.dtype])
         start = None
         if self.warm_start and hasattr(self, "coef_") and self.coef_.shape[1] == rows.X.shape[1]:
@@ -170,6 +168,19 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
 
 def _expit(z: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0, -z))
+
+
+def _device(name: str) -> torch.device:
+    """The device for ``device=name``; one the machine lacks is a ValueError in the
+    estimator's words (runtime.resolve_device speaks of the config key)."""
+    from logreg_torch.config import ConfigError
+    from logreg_torch.runtime import machine_devices, resolve_device
+
+    try:
+        return resolve_device(name)
+    except ConfigError:
+        raise ValueError(f"device={name!r} but this machine has {machine_devices()}; use "
+                         f"device='cpu' or 'auto'") from None
 
 
 def _valid_device(device) -> bool:

@@ -234,6 +234,7 @@ BAD = [
     ({"penalty": "elasticnet"}, None, ValueError, "penalty='elasticnet' is not supported"),
     ({"solver": "saga"}, None, ValueError, "solver='saga' is not supported"),
     ({"device": "tpu"}, None, ValueError, "device='tpu' is not supported"),
+    ({"device": "cuda:99"}, None, ValueError, "device='cuda:99' but this machine has"),
     ({"dtype": "float16"}, None, ValueError, "dtype='float16' is not supported"),
     ({"C": -1.0}, None, ValueError, "C must be a positive number"),
 ]
