@@ -58,9 +58,10 @@ class SolveState:
         return r is not None and (r.converged or r.reason == "stalled" or self.used >= max_iter)
 
 
-def _chunks(rows: Rows, runtime: Runtime) -> Callable[[], Iterator[tuple]]:
+def _chunks(rows: Rows, runtime: Runtime,
+            weight: Tensor | None = None) -> Callable[[], Iterator[tuple]]:
     if rows.stream is None:
-        return lambda: iter([(rows.X, rows.y, None)])
+        return lambda: iter([(rows.X, rows.y, weight)])
     return lambda: ((Xc, yc, None) for Xc, yc in my_chunks(rows.stream, runtime))
 
 
@@ -77,9 +78,10 @@ def newton_objective(model: nn.Module, objective: Objective, rows: Rows,
     """The training objective as Newton (and the coefficient table) sees it: the mean data loss
     over every rank's rows plus the penalty, chunk by chunk."""
     return ChunkedObjective(
-        model=model, loss_sum=lambda z, y, w: objective.data_loss(z, y) * len(z),
+        model=model, loss_sum=lambda z, y, w: objective.data_loss(z, y, w) * len(z),
         penalty=lambda params: objective.penalty_of(list(params.values())),
-        chunks=_chunks(rows, runtime), n_total=rows.n_global, reduce=_reduce(runtime))
+        chunks=_chunks(rows, runtime, objective.weight), n_total=rows.n_global,
+        reduce=_reduce(runtime))
 
 
 def _solve(model: nn.Module, optimizer, objective: Objective, rows: Rows, runtime: Runtime,
@@ -136,7 +138,8 @@ def _finish_in_float64(model: nn.Module, optimizer, objective: Objective, rows: 
     model64 = copy.deepcopy(model).double()
     objective64 = dataclasses.replace(
         objective, pos_weight=None if objective.pos_weight is None
-        else objective.pos_weight.double())
+        else objective.pos_weight.double(),
+        weight=None if objective.weight is None else objective.weight.double())
     runtime64 = dataclasses.replace(runtime, dtype=torch.float64)
     optimizer64 = None
     if optimizer is not None:

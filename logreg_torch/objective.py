@@ -29,13 +29,16 @@ class Objective:
     l1: float
     check_range: bool
     fused: bool = False  # fuse the model's last Linear with the loss (logreg_torch.fast)
+    # Per-row weights of the training rows (the estimator's sample_weight x class_weight, mean
+    # 1), or None. The fused path has none: a weighted fit takes the plain path.
+    weight: Tensor | None = None
 
     def model_loss(self, model: nn.Module, features: Tensor, targets: Tensor) -> Tensor:
         """Data loss of ``model(features)``; on the fast path the last layer and the loss run
         as one fused autograd Function, with the same values and gradients."""
-        parts = split_head(model) if self.fused else None
+        parts = split_head(model) if self.fused and self.weight is None else None
         if parts is None:
-            return self.data_loss(model(features), targets)
+            return self.data_loss(model(features), targets, self.weight)
         body, head = parts
         if self.check_range and self.label_smoothing:
             _check_range("training targets", (targets, "target"))
@@ -44,16 +47,17 @@ class Objective:
         return linear_bce_with_logits(body(features), head, targets, self.pos_weight,
                                       self.check_range)
 
-    def data_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+    def data_loss(self, logits: Tensor, targets: Tensor, weight: Tensor | None = None) -> Tensor:
+        """Mean loss of ``logits``; ``weight``: per-row weights of these rows, or None."""
         if self.from_logits:
             return binary_cross_entropy_with_logits(
-                logits, targets, pos_weight=self.pos_weight,
+                logits, targets, weight, pos_weight=self.pos_weight,
                 label_smoothing=self.label_smoothing, check_range=self.check_range)
         # The probability version, for people who want it; weights pos_weight the same way.
         probs = torch.sigmoid(logits)
-        weight = None
         if self.pos_weight is not None:
-            weight = 1 + (self.pos_weight - 1) * targets
+            positive = 1 + (self.pos_weight - 1) * targets
+            weight = positive if weight is None else weight * positive
         return binary_cross_entropy(probs, targets, weight, label_smoothing=self.label_smoothing,
                                     check_range=self.check_range)
 
