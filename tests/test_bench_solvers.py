@@ -25,7 +25,7 @@ def test_the_panel_has_its_six_kinds_of_data(bench) -> None:
     kinds = ["breast_cancer unscaled", "breast_cancer standardized", "near-separable",
              "ill-conditioned", "wide", "tall"]
     assert len(data) == 6
-    for kind, (name, (X, y, standardize)) in zip(kinds, data.items(), strict=True):
+    for kind, (name, (X, y, _)) in zip(kinds, data.items(), strict=True):
         assert name.startswith(kind) and len(X) == len(y) and set(y) == {0.0, 1.0}
     assert [s for _, _, s in data.values()] == [False, True, True, False, True, True]
     ill = data["ill-conditioned 1e-3..1e3"][0]
