@@ -89,11 +89,13 @@ def test_float64_sums_over_float32_rows_equal_a_float64_copy() -> None:
         assert f1.dtype == g1.dtype == torch.float64
         torch.testing.assert_close(f1, f0, rtol=1e-14, atol=0)
         torch.testing.assert_close(g1, g0, rtol=1e-12, atol=1e-14)
-        torch.testing.assert_close(H1, H0, rtol=1e-5, atol=1e-9)
+        # float32 products: close relative to the scale of each entry's row and column
+        scale = H0.diagonal().sqrt()
+        assert float(((H1 - H0) / torch.outer(scale, scale)).abs().max()) < 1e-5
 
 
 def test_a_sampled_newton_system_reaches_the_same_optimum() -> None:
-    X, y = _rows(n=20_000)
+    X, y = _rows(n=8000)
     _, ref = _objectives(X, y)  # every row (the first test holds it to autodiff)
     _, sampled = _objectives(X, y, stride=8)
     H = N.evaluate(ref, N.flat_params(ref.model), 2)[2]
