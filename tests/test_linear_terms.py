@@ -91,7 +91,7 @@ def test_float64_sums_over_float32_rows_equal_a_float64_copy() -> None:
         torch.testing.assert_close(g1, g0, rtol=1e-12, atol=1e-14)
         # float32 products: close relative to the scale of each entry's row and column
         scale = H0.diagonal().sqrt()
-        assert float(((H1 - H0) / torch.outer(scale, scale)).abs().max()) < 1e-5
+        assert float(((H1 - H0) / torch.outer(scale, scale)).abs().max()) < 3e-5
 
 
 def test_a_sampled_newton_system_reaches_the_same_optimum() -> None:
