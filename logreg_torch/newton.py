@@ -291,6 +291,9 @@ def newton(obj: ChunkedObjective, theta: Tensor, *, tol: float, max_iter: int,
     step follows, and the gradient after the line search."""
     dense = len(theta) <= CG_MIN_PARAMS
     order = 2 if obj.linear is not None and dense else 1
+    # A sampled system (the float64 finish, next to the optimum) is formed once and kept while
+    # each step at least halves max|grad|: the passes after the first need no system.
+    keep = obj.linear is not None and obj.linear.hessian_stride > 1
     f, g, H = evaluate(obj, theta, order=order)
     gmax = float(g.abs().max())
     if on_iter is not None:
@@ -301,15 +304,19 @@ def newton(obj: ChunkedObjective, theta: Tensor, *, tol: float, max_iter: int,
             p = _solve_dense(H if H is not None else evaluate(obj, theta, order=2)[2], g)
         else:
             p = _solve_cg(obj, theta, g)
-        t, terms = _line_search(obj, theta, f, g, p, order if obj.linear is not None else 0)
+        trial = (1 if keep else order) if obj.linear is not None else 0
+        t, terms = _line_search(obj, theta, f, g, p, trial)
         if terms is None:
             flat_steps = 2
             break
         theta = theta + t * p
         n_iter += 1
         f_old, g_old = float(f), gmax
+        H_old = H
         f, g, H = terms if terms[1] is not None else evaluate(obj, theta, order=1)
         gmax = float(g.abs().max())
+        if keep and H is None and gmax <= 0.5 * g_old:
+            H = H_old
         flat_steps = flat_steps + 1 if float(f) >= f_old and gmax >= g_old else 0
         if on_iter is not None:
             on_iter(Iterate(n_iter, float(f), gmax))

@@ -3,7 +3,7 @@
     python scripts/bench_solvers.py                 # the panel (six data sets), 3 rounds
     python scripts/bench_solvers.py --quick         # the panel on small versions, 1 round
     python scripts/bench_solvers.py --single [--n 200000] [--d 100] [--repeat 5]
-    python scripts/bench_solvers.py --finish CONFIG [--rounds 3]   # the float64 finish's cost
+    python scripts/bench_solvers.py --finish CONFIG [--rounds 3] [--old]  # the finish's cost
 
 The panel: breast_cancer (unscaled and standardized), a near-separable set, an ill-conditioned
 one (correlated columns, scales 1e-3..1e3, not standardized), a wide one (D = 1000) and a tall
@@ -424,12 +424,12 @@ def run_panel(quick: bool, rounds: int, only: str | None = None) -> list[dict]:
 # ----------------------------------------------------------------------------- the finish
 
 
-def finish_cost(config: str, rounds: int) -> dict[str, float]:
+def finish_cost(config: str, rounds: int, old: bool = False) -> dict[str, float]:
     """The float64 finish against the float32 solve it finishes, in one process: the data read
     as ``logreg-torch train CONFIG`` reads it (a full-batch lbfgs config that float32 stalls
     on), then per round the float32 L-BFGS solve to its stall (``optim.fp64_finish=false``)
-    and the finish from there, timed apart, interleaved with the old finish (a float64 copy of
-    the rows and the autodiff Hessian) on the same stalled model. Medians."""
+    and the finish from there, timed apart; with ``old``, interleaved with the old finish (a
+    float64 copy of the rows and the autodiff Hessian) on the same stalled model. Medians."""
     import copy
 
     from logreg_torch import fullbatch
@@ -441,7 +441,9 @@ def finish_cost(config: str, rounds: int) -> dict[str, float]:
     X, y = prepare(cfg.data, cfg.train.seed, dtype=torch.float32, column_major=True).train
     objective = make_objective(cfg, y, runtime.device, runtime.dtype)
     rows = Rows(X, y, None, len(X))
-    times: dict[str, list[float]] = {"float32 solve": [], "finish": [], "old finish": []}
+    times: dict[str, list[float]] = {"float32 solve": [], "finish": []}
+    if old:
+        times["old finish"] = []
     for r in range(rounds):
         model = LogisticRegression(X.shape[1])
         state = SolveState()
@@ -452,7 +454,7 @@ def finish_cost(config: str, rounds: int) -> dict[str, float]:
         if report.reason != "stalled":
             raise SystemExit(f"float32 did not stall on {config} ({report}): nothing to finish")
         left = cfg.optim.max_iter - report.n_iter
-        order = ["finish", "old finish"] if r % 2 == 0 else ["old finish", "finish"]
+        order = [k for k in times if k != "float32 solve"][::1 if r % 2 == 0 else -1]
         for name in order:
             stalled = copy.deepcopy(model)
             start = time.perf_counter()
@@ -498,6 +500,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="the single-problem comparison (--n, --d, --repeat)")
     parser.add_argument("--finish", metavar="CONFIG",
                         help="time the float64 finish against the float32 solve on CONFIG")
+    parser.add_argument("--old", action="store_true",
+                        help="with --finish: time the old finish too (float64 copy, autodiff)")
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--d", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=5)
@@ -505,7 +509,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"cpus {os.cpu_count()}, load average "
           + ", ".join(f"{v:.2f}" for v in os.getloadavg()), flush=True)
     if args.finish:
-        finish_cost(args.finish, args.rounds)
+        finish_cost(args.finish, args.rounds, args.old)
     elif args.single:
         bench(args.n, args.d, args.repeat)
     else:
