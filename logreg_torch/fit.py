@@ -282,7 +282,7 @@ def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBo
         improved = progress.update(monitored, cfg.train.early_stopping_min_delta)
         progress.history.append(record)
         _log_epoch(logger, t, record, done)
-        if improved:
+        if improved or t.best_is_last:
             ckpt.save("best.pt", done, partial(t.state, progress, done))
         if done % cfg.train.checkpoint_every == 0 or done == cfg.train.epochs:
             ckpt.save("last.pt", done, partial(t.state, progress, done))
@@ -374,12 +374,14 @@ def _finish(t: Training, progress: Progress, logger: TensorBoardLogger, ckpt: Ch
     t.timings["evaluate"] += time.perf_counter() - started
     history = progress.history
     best = min(history, key=lambda r: r.get("val/loss", r["train/loss"])) if history else {}
+    if history and t.best_is_last:
+        best = history[-1]
     t.ending = run_ending(t.cfg, progress, t.solve if t.solver else None, len(t.val[0]) > 0,
                           stopped_early, best)
     if history:  # the checkpoints say how the run ended, too
         done = int(history[-1]["epoch"])
         ckpt.save("last.pt", done, partial(t.state, progress, done))
-        ckpt.add_ending("best.pt", t.ending.as_dict())
+        ckpt.add_ending("best.pt", partial(t.ending.stamp, solver=t.solver))
     logger.log_text("ending", t.ending.message)
     log_final(logger, t.cfg, t.model, t.objective, history, test, *t.val, t.runtime,
               t.data.label_map, t.ending)

@@ -9,10 +9,13 @@ from disk (many chunks) and torchrun (each rank its own chunks; the data parts o
 gradient and Hessian are all-reduced, the penalty added once). Nothing here knows the loss
 formula: the derivatives come from torch.autograd / torch.func.
 
-The Hessian is reverse-over-reverse autodiff: ``d(grad)/d(theta)`` by one backward batched
-over the basis vectors (``is_grads_batched``), through our loss's own differentiable backward.
-(A factored ``J^T diag(h) J``, J by ``torch.func.jacfwd``, was tried: on 200k x 100 float64
-it was no faster here, 1.8 s vs 1.4 s per evaluation at best, so it is not kept.)
+The reference Hessian is reverse-over-reverse autodiff: ``d(grad)/d(theta)`` by one backward
+batched over the basis vectors (``is_grads_batched``), through our loss's own differentiable
+backward. For the logistic model ``ChunkedObjective.linear`` supplies the same terms factored,
+``[X 1]^T diag(l'') [X 1]`` by one matrix product per block of rows with l'' by autodiff in z
+(logreg_torch.linear_terms; tests hold it to this reference). (A factored ``J^T diag(h) J``
+with J by ``torch.func.jacfwd`` was no faster than the reference: 1.8 s vs 1.4 s per
+evaluation on 200k x 100 float64; J = [X 1] itself needs no autodiff.)
 With more than ``CG_MIN_PARAMS`` parameters no P x P matrix is formed: the Newton system is
 solved by conjugate gradients on Hessian-vector products (truncated Newton).
 """
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+
+from logreg_torch.linear_terms import LinearTerms
 
 __all__ = ["CG_MIN_PARAMS", "ChunkedObjective", "Iterate", "SolveReport", "evaluate", "newton"]
 
@@ -52,6 +57,9 @@ class ChunkedObjective:
     chunks: Callable[[], Iterable[Chunk]]
     n_total: int
     reduce: Callable[[Tensor], object] | None = None
+    # For a linear model: the same data term by its factored derivatives (X^T diag(h) X by
+    # blocks, logreg_torch.linear_terms), used instead of the autodiff Hessian
+    linear: LinearTerms | None = None
 
 
 @dataclass
@@ -128,17 +136,10 @@ def evaluate(obj: ChunkedObjective, theta: Tensor,
              order: int = 2) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Objective value, gradient (order >= 1) and Hessian (order 2) at ``theta``, all
     reduced over ranks; the value is float64."""
-    P = len(theta)
-    value = torch.zeros((), dtype=torch.float64, device=theta.device)
-    grad = torch.zeros_like(theta) if order >= 1 else None
-    hess = theta.new_zeros(P, P) if order == 2 else None
-    for block in _blocks(obj, P if order == 2 else 1):
-        v, g, H = _block_terms(obj, theta, block, order)
-        value += v.double()
-        if grad is not None:
-            grad += g
-        if hess is not None:
-            hess += H
+    if obj.linear is not None:
+        value, grad, hess = obj.linear(theta, order)
+    else:
+        value, grad, hess = _autodiff_terms(obj, theta, order)
     if obj.reduce is not None:
         obj.reduce(value)
         for t in (grad, hess):
@@ -150,29 +151,57 @@ def evaluate(obj: ChunkedObjective, theta: Tensor,
             None if hess is None else hess + pH)
 
 
+def _autodiff_terms(obj: ChunkedObjective, theta: Tensor,
+                    order: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """This process's data term by reverse-over-reverse autodiff, block by block: the
+    reference for any model."""
+    P = len(theta)
+    value = torch.zeros((), dtype=torch.float64, device=theta.device)
+    grad = torch.zeros_like(theta) if order >= 1 else None
+    hess = theta.new_zeros(P, P) if order == 2 else None
+    for block in _blocks(obj, P if order == 2 else 1):
+        v, g, H = _block_terms(obj, theta, block, order)
+        value += v.double()
+        if grad is not None:
+            grad += g
+        if hess is not None:
+            hess += H
+    return value, grad, hess
+
+
 def _penalty_terms(obj: ChunkedObjective, theta: Tensor, order: int):
-    """The penalty's value, gradient and Hessian, by autodiff on the P-vector alone."""
-
-    def f(t: Tensor) -> Tensor:
-        out = obj.penalty(_named(obj.model, t))
-        return out if isinstance(out, Tensor) else t.new_tensor(float(out))
-
+    """The penalty's value, gradient and Hessian, by autodiff on the P-vector alone. The
+    Hessian is one backward per column from a scalar: a batched backward (or
+    torch.autograd.functional / torch.func) passes gradient tensors, and the first call that
+    does imports torch's symbolic-shapes module (sympy, 0.7 s: most of a float64 finish)."""
     t = theta.detach().requires_grad_(order >= 1)
     with torch.enable_grad():
-        value = f(t)
-        grad = (torch.autograd.grad(value, t, allow_unused=True)[0] if order >= 1
-                and value.requires_grad else None)
-    grad = torch.zeros_like(theta) if grad is None else grad
-    hess = None
-    if order == 2:
-        hess = torch.autograd.functional.hessian(f, theta.detach())
-    return value.detach().double(), grad, hess
+        value = _penalty_value(obj, t)
+        if order == 0 or not value.requires_grad:
+            grad = torch.zeros_like(theta) if order >= 1 else None
+            hess = theta.new_zeros(len(theta), len(theta)) if order == 2 else None
+            return value.detach().double(), grad, hess
+        grad, = torch.autograd.grad(value, t, create_graph=order == 2)
+        hess = None
+        if order == 2:
+            hess = theta.new_zeros(len(theta), len(theta))
+            for i in range(len(theta)) if grad.requires_grad else ():
+                column, = torch.autograd.grad(grad[i], t, retain_graph=True, allow_unused=True)
+                if column is not None:
+                    hess[i] = column
+    return value.detach().double(), grad.detach(), hess
+
+
+def _penalty_value(obj: ChunkedObjective, t: Tensor) -> Tensor:
+    out = obj.penalty(_named(obj.model, t))
+    return out if isinstance(out, Tensor) else t.new_tensor(float(out))
 
 
 def hvp(obj: ChunkedObjective, theta: Tensor, v: Tensor) -> Tensor:
-    """Hessian times ``v`` by reverse-over-reverse autodiff, chunk by chunk, reduced."""
-    out = torch.zeros_like(theta)
-    for X, y, w in _blocks(obj, 1):
+    """Hessian times ``v`` (reverse-over-reverse autodiff, or the factored linear terms),
+    chunk by chunk, reduced."""
+    out = torch.zeros_like(theta) if obj.linear is None else obj.linear.hvp(theta, v)
+    for X, y, w in _blocks(obj, 1) if obj.linear is None else ():
         t = theta.detach().requires_grad_()
         value = obj.loss_sum(_logits(obj, t, X), y, w) / obj.n_total
         g, = torch.autograd.grad(value, t, create_graph=True)
@@ -180,13 +209,17 @@ def hvp(obj: ChunkedObjective, theta: Tensor, v: Tensor) -> Tensor:
     if obj.reduce is not None:
         obj.reduce(out)
 
-    def penalty_grad(t: Tensor) -> Tensor:
-        value = obj.penalty(_named(obj.model, t))
-        if not isinstance(value, Tensor) or not value.requires_grad:
-            return torch.zeros_like(t)
-        return torch.autograd.grad(value, t, create_graph=True)[0]
-
-    return out + torch.autograd.functional.jvp(penalty_grad, theta.detach(), v)[1]
+    # The penalty's part: the gradient of (its gradient . v), a scalar (see _penalty_terms)
+    t = theta.detach().requires_grad_()
+    with torch.enable_grad():
+        value = _penalty_value(obj, t)
+        if not value.requires_grad:
+            return out
+        grad, = torch.autograd.grad(value, t, create_graph=True)
+        if not grad.requires_grad:
+            return out
+        hv, = torch.autograd.grad(grad.dot(v), t, allow_unused=True)
+    return out if hv is None else out + hv
 
 
 def _solve_dense(H: Tensor, g: Tensor) -> Tensor:
@@ -226,20 +259,20 @@ def _solve_cg(obj: ChunkedObjective, theta: Tensor, g: Tensor, max_steps: int = 
     return p
 
 
-def _line_search(obj: ChunkedObjective, theta: Tensor, f: Tensor, g: Tensor,
-                 p: Tensor) -> tuple[float, Tensor | None]:
+def _line_search(obj: ChunkedObjective, theta: Tensor, f: Tensor, g: Tensor, p: Tensor,
+                 order: int) -> tuple[float, tuple | None]:
     """Backtracking from step 1 until the Armijo condition holds. Differences below the
     rounding error of f count as no increase, so that steps near the optimum are not refused
-    for noise. Returns (step, value there) or (0, None)."""
+    for noise. Returns (step, ``evaluate``'s terms there up to ``order``) or (0, None)."""
     slope = float(g.dot(p))
     if slope >= 0:  # not a descent direction (H lost positive definiteness in rounding)
         p, slope = -g, -float(g.dot(g))
     noise = 8 * torch.finfo(theta.dtype).eps * max(abs(float(f)), 1.0)
     t = 1.0
     for _ in range(MAX_HALVINGS):
-        f_new = evaluate(obj, theta + t * p, order=0)[0]
-        if float(f_new) <= float(f) + ARMIJO_C * t * slope + noise:
-            return t, f_new
+        terms = evaluate(obj, theta + t * p, order=order)
+        if float(terms[0]) <= float(f) + ARMIJO_C * t * slope + noise:
+            return t, terms
         t *= 0.5
     return 0.0, None
 
@@ -250,26 +283,40 @@ def newton(obj: ChunkedObjective, theta: Tensor, *, tol: float, max_iter: int,
 
     Every step: gradient and Hessian (or CG on Hessian-vector products), direction
     -H^-1 g, Armijo backtracking from step 1. Two steps in a row that lower neither the
-    objective nor max|grad| end the solve as "stalled" (the floating-point floor)."""
+    objective nor max|grad| end the solve as "stalled" (the floating-point floor).
+
+    With the factored linear terms every point is evaluated once, value, gradient and Hessian
+    together (one pass over the rows; the Hessian is one block product more), so a step costs
+    one pass. The autodiff reference computes the Hessian (P backward passes) only where a
+    step follows, and the gradient after the line search."""
     dense = len(theta) <= CG_MIN_PARAMS
-    f, g, _ = evaluate(obj, theta, order=1)
+    order = 2 if obj.linear is not None and dense else 1
+    # A sampled system (the float64 finish, next to the optimum) is formed once and kept while
+    # each step at least halves max|grad|: the passes after the first need no system.
+    keep = obj.linear is not None and obj.linear.hessian_stride > 1
+    f, g, H = evaluate(obj, theta, order=order)
     gmax = float(g.abs().max())
     if on_iter is not None:
         on_iter(Iterate(0, float(f), gmax))
     n_iter, flat_steps = 0, 0
     while gmax > tol and n_iter < max_iter and flat_steps < 2:
-        # The Hessian only where a step follows: it costs P backward passes, the gradient one.
-        p = (_solve_dense(evaluate(obj, theta, order=2)[2], g) if dense
-             else _solve_cg(obj, theta, g))
-        t, f_new = _line_search(obj, theta, f, g, p)
-        if f_new is None:
+        if dense:
+            p = _solve_dense(H if H is not None else evaluate(obj, theta, order=2)[2], g)
+        else:
+            p = _solve_cg(obj, theta, g)
+        trial = (1 if keep else order) if obj.linear is not None else 0
+        t, terms = _line_search(obj, theta, f, g, p, trial)
+        if terms is None:
             flat_steps = 2
             break
         theta = theta + t * p
         n_iter += 1
         f_old, g_old = float(f), gmax
-        f, g, _ = evaluate(obj, theta, order=1)
+        H_old = H
+        f, g, H = terms if terms[1] is not None else evaluate(obj, theta, order=1)
         gmax = float(g.abs().max())
+        if keep and H is None and gmax <= 0.5 * g_old:
+            H = H_old
         flat_steps = flat_steps + 1 if float(f) >= f_old and gmax >= g_old else 0
         if on_iter is not None:
             on_iter(Iterate(n_iter, float(f), gmax))

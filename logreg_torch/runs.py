@@ -32,7 +32,8 @@ class TrainingError(RuntimeError):
 class Ending:
     """How a run ended, in one line (``message``) and as facts. ``kind`` is "converged",
     "not_converged" (a full-batch solver out of budget or at its rounding floor),
-    "early_stopping" or "finished" (every epoch ran)."""
+    "early_stopping" or "finished" (every epoch ran); in a best.pt that holds an earlier
+    iterate of a solver than the last (chosen by validation loss), "earlier_iterate"."""
 
     kind: str
     message: str
@@ -42,9 +43,29 @@ class Ending:
     tol: float | None = None
     best_epoch: int | None = None  # the epoch best.pt holds
     finish_from: int | None = None  # the iteration where a stalled solve was handed over
+    # The epoch whose weights the checkpoint holding this ending has (None: the final ones)
+    holds_epoch: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def stamp(self, state: dict[str, Any], solver: bool) -> dict[str, Any]:
+        """The ending to write into the checkpoint ``state``: the run's own when it holds the
+        final weights; for an earlier epoch's (best.pt chosen by validation loss) the facts
+        of those weights, with the run's ending after them. ``solver``: a full-batch solver's
+        run, whose records hold the iteration (``step``) and max|grad| (``grad_norm``)."""
+        epoch = int(state["epoch"])
+        if epoch == self.epochs:
+            return self.as_dict()
+        record = state["history"][-1] if state.get("history") else {}
+        if not solver or "grad_norm" not in record:
+            return dataclasses.replace(self, holds_epoch=epoch).as_dict()
+        n, g = int(record["step"]), float(record["grad_norm"])
+        message = (f"epoch {epoch}'s iterate, the lowest val/loss: max|grad| {g:.1e} after {n} "
+                   f"iteration{'' if n == 1 else 's'}, not the solve's last point (last.pt); "
+                   f"the run: {self.message}")
+        return dataclasses.replace(self, kind="earlier_iterate", message=message, iterations=n,
+                                   grad_max=g, finish_from=None, holds_epoch=epoch).as_dict()
 
 
 def solver_ending(report, tol: float, epochs: int, handover: tuple[int, float, str] | None,
@@ -98,11 +119,13 @@ def run_ending(cfg: Config, progress: Progress, solve, has_val: bool, stopped_ea
     early = stopped_early and patience is not None and progress.bad_epochs >= patience
     if solve is not None and solve.report is not None and (solve.done(cfg.optim.max_iter)
                                                            or not early):
-        return solver_ending(solve.report, cfg.optim.tol, epochs, solve.handover,
-                             cfg.train.precision)
-    best_epoch = int(best["epoch"]) if best else None
-    return epochs_ending(epochs, cfg.train.epochs, best_epoch, patience if early else None,
-                         "val/loss" if has_val else "train/loss")
+        ending = solver_ending(solve.report, cfg.optim.tol, epochs, solve.handover,
+                               cfg.train.precision)
+    else:
+        best_epoch = int(best["epoch"]) if best else None
+        ending = epochs_ending(epochs, cfg.train.epochs, best_epoch, patience if early else None,
+                               "val/loss" if has_val else "train/loss")
+    return dataclasses.replace(ending, holds_epoch=epochs)  # the model in hand: the last
 
 
 @dataclass
@@ -263,12 +286,13 @@ class Checkpoints:
             self.saved_epoch = epoch
             self.last_good = self.run_dir / "last.pt"
 
-    def add_ending(self, name: str, ending: dict[str, Any]) -> None:
-        """Write how the run ended into a checkpoint written earlier (best.pt)."""
+    def add_ending(self, name: str, ending: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Write how the run ended, as ``ending(state)`` tells it for the weights that
+        checkpoint holds, into a checkpoint written earlier (best.pt)."""
         path = self.run_dir / name
         if self.is_main and path.exists():
             state = load_checkpoint(path)
-            state["ending"] = ending
+            state["ending"] = ending(state)
             save_checkpoint(state, path)
 
 

@@ -54,6 +54,14 @@ class Training:
         """A full-batch solver (lbfgs, newton): iterations, not epochs, are what it counts."""
         return self.cfg.optim.name in FULL_BATCH_SOLVERS
 
+    @property
+    def best_is_last(self) -> bool:
+        """best.pt holds the last epoch's weights: a full-batch solver's model is the point its
+        solve reached (the one its ending describes), unless the config asks for a choice by
+        validation loss (early stopping on a validation split)."""
+        by_val = self.cfg.train.early_stopping_patience is not None and len(self.val[0]) > 0
+        return self.solver and not by_val
+
     def state(self, progress: Progress, epoch: int) -> dict[str, Any]:
         return checkpoint_state(self.cfg, self.data, self.model, self.optimizer, self.scheduler,
                                 self.scaler, progress, epoch,

@@ -62,11 +62,12 @@ t = time.perf_counter(); np.load(sys.argv[1] + "/X.npy"); print(time.perf_counte
 SPIN = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    pass\n"
 
 
-def ensure_data(root: Path, n: int, d: int) -> Path:
-    folder = root / f"n{n}-d{d}"
+def ensure_data(root: Path, n: int, d: int, scales: float = 0.0) -> Path:
+    folder = root / (f"n{n}-d{d}" + (f"-s{scales:g}" if scales else ""))
     if not (folder / "X.npy").is_file() or not (folder / "y.npy").is_file():
         subprocess.run([sys.executable, str(SCRIPTS / "make_dataset.py"), str(folder),
-                        "--rows", str(n), "--features", str(d)], check=True)
+                        "--rows", str(n), "--features", str(d), "--scales", str(scales)],
+                       check=True)
     return folder
 
 
@@ -247,6 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--data-root", type=Path, default=Path(tempfile.gettempdir())
                         / "logreg-e2e", help="where the .npy folders are made (once)")
+    parser.add_argument("--scales", type=float, default=0.0,
+                        help="make_dataset.py --scales: columns on scales 10**-S..10**S")
     parser.add_argument("--busy", action="store_true",
                         help="run one CPU-bound process beside every measurement")
     parser.add_argument("--log-loss", nargs=4, metavar=("KIND", "FITTED", "DATA", "D"),
@@ -266,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{args.rounds} interleaved rounds")
         with tempfile.TemporaryDirectory(prefix="logreg-e2e-") as tmp_name:
             for n in (int(s) for s in args.sizes.split(",")):
-                data = ensure_data(args.data_root, n, args.features)
+                data = ensure_data(args.data_root, n, args.features, args.scales)
                 report(n, args.features, bench_size(Path(tmp_name), data, n, args.features,
                                                     args.rounds, env))
     finally:

@@ -18,10 +18,14 @@ from pathlib import Path
 import numpy as np
 
 
-def make_rows(rng: np.random.Generator, n: int, w: np.ndarray, sep: float) -> tuple:
-    """Features N(0, 1); labels from a logistic model with weights w (so a linear model fits)."""
+def make_rows(rng: np.random.Generator, n: int, w: np.ndarray, sep: float,
+              scales: np.ndarray | None = None) -> tuple:
+    """Features N(0, 1), each column times its scale when given; labels from a logistic model
+    with weights w on the unscaled features (so a linear model fits)."""
     X = rng.standard_normal((n, len(w)), dtype=np.float32)
     logits = sep * (X @ w)
+    if scales is not None:
+        X *= scales
     y = (rng.random(n) < 1 / (1 + np.exp(-logits))).astype(np.float32)
     return X, y
 
@@ -46,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shard-rows", type=int, default=None,
                         help="rows per shard file (default: one X.npy / y.npy)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scales", type=float, default=0.0, metavar="S",
+                        help="column j scaled by 10**u, u from -S to S (default 0: unscaled)")
     args = parser.parse_args(argv)
     if args.informative is None:
         args.informative = min(args.features, 20)
@@ -55,9 +61,12 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(args.seed)
     w = np.zeros(args.features, np.float32)
     w[: args.informative] = rng.standard_normal(args.informative) / np.sqrt(args.informative)
+    scales = None
+    if args.scales:
+        scales = np.logspace(-args.scales, args.scales, args.features).astype(np.float32)
     shard = args.shard_rows or args.rows
     for i, start in enumerate(range(0, args.rows, shard)):
-        X, y = make_rows(rng, min(shard, args.rows - start), w, args.sep * 3)
+        X, y = make_rows(rng, min(shard, args.rows - start), w, args.sep * 3, scales)
         suffix = ".npy" if args.shard_rows is None else f"-{i:05d}.npy"
         save_npy(args.out / f"X{suffix}", X)
         save_npy(args.out / f"y{suffix}", y)

@@ -519,5 +519,6 @@ def test_summary_says_when_best_pt_is_not_the_final_epoch(tmp_path, capsys) -> N
     assert cli.main(["summary", str(run)]) == 0
     out = capsys.readouterr().out
     said = f"best.pt holds epoch {best['epoch']}; the fit ended at epoch 4" in out
+    assert best["ending"]["holds_epoch"] == best["epoch"]  # its ending says which weights
     assert said == (best["epoch"] != last["epoch"])
     assert "note: the fit did not report convergence" in out  # Adam: "finished 4 epochs"

@@ -4,9 +4,11 @@ curve per iteration, and every run says how it ended (FitResult, checkpoints, Te
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from tensorboard.backend.event_processing import event_accumulator as ea
@@ -179,6 +181,75 @@ def test_epoch_endings_name_the_best_checkpoint(tmp_path) -> None:
     assert early.ending.message == (f"early stopping: no val/loss improvement for 2 epochs; best "
                                     f"epoch {early.best['epoch']} (best.pt)")
     assert load_checkpoint(early.run_dir / "last.pt")["ending"]["kind"] == "early_stopping"
+
+
+@pytest.fixture(scope="module")
+def fair_csv(tmp_path_factory) -> Path:
+    """statsmodels' 'fair' survey (6,366 rows, 8 covariates) with a yes/no outcome: a float32
+    L-BFGS stalls above tol 1e-7 on it and the float64 finish takes over."""
+    fair = pytest.importorskip("statsmodels.datasets.fair").load_pandas().data
+    fair["had_affair"] = np.where(fair.pop("affairs") > 0, "yes", "no")
+    path = tmp_path_factory.mktemp("fair") / "fair.csv"
+    fair.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton"])
+def test_run_folder_holds_the_optimum_its_ending_announces(tmp_path, capsys, fair_csv,
+                                                          solver) -> None:
+    # The issue's user: configs/default.yaml switched to a full-batch solver, no validation
+    # split. best.pt held epoch 2, the float32 point before the finish, with the whole fit's
+    # ending stamped in it; summary and predict read it (coefficients 7e-3 standard errors
+    # from statsmodels, probabilities 3e-4).
+    from logreg_torch import cli
+
+    sm = pytest.importorskip("statsmodels.api")
+    run = tmp_path / "run"
+    assert cli.main(["train", str(CONFIGS / "default.yaml"), "data.source=csv",
+                     f"data.path={fair_csv}", "data.target=had_affair", f"optim.name={solver}",
+                     "train.batch_size=null", "data.val_fraction=0", "log.histogram_every=0",
+                     "train.device=cpu", f"log.run_dir={run}", "--quiet"]) == 0
+    best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
+    assert best["epoch"] == last["epoch"] and best["ending"] == last["ending"]
+    ending = best["ending"]
+    assert ending["kind"] == "converged" and ending["holds_epoch"] == best["epoch"]
+    if solver == "lbfgs":
+        assert "float64 Newton step" in ending["message"]  # the finish ran
+    capsys.readouterr()
+    assert cli.main(["summary", str(run), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["coefficients"]
+    assert cli.main(["predict", str(run), str(fair_csv), "-o", str(tmp_path / "p.npy")]) == 0
+    data = pd.read_csv(fair_csv)
+    y = (data.pop("had_affair") == "yes").to_numpy(float)
+    X = sm.add_constant(data.to_numpy())
+    ref = sm.Logit(y, X).fit(disp=0, method="newton", tol=1e-12)
+    coef = np.array([r["coef"] for r in rows])
+    assert [r["name"] for r in rows] == ["intercept", *data.columns]
+    assert (np.abs(coef - ref.params) / ref.bse).max() < 1e-4
+    assert np.abs(np.load(tmp_path / "p.npy") - ref.predict(X)).max() < 1e-6
+
+
+def test_an_earlier_best_pt_is_stamped_with_its_own_iterate() -> None:
+    # With early stopping on a validation split best.pt may hold an earlier iterate than the
+    # last: its ending says so, with that iterate's own figures, and never "converged".
+    from logreg_torch.runs import Ending
+
+    run = Ending("converged", "converged after 12 iterations (...)", epochs=3, iterations=12,
+                 grad_max=2.6e-9, tol=1e-7, finish_from=11, holds_epoch=3)
+    history = [{"epoch": 1, "step": 5, "grad_norm": 1e-3}, {"epoch": 2, "step": 10,
+                                                            "grad_norm": 3.5e-5}]
+    stamped = run.stamp({"epoch": 2, "history": history}, solver=True)
+    assert stamped["kind"] == "earlier_iterate" and stamped["holds_epoch"] == 2
+    assert (stamped["iterations"], stamped["grad_max"], stamped["finish_from"]) == (10, 3.5e-5,
+                                                                                    None)
+    assert stamped["message"].startswith("epoch 2's iterate, the lowest val/loss: max|grad| "
+                                         "3.5e-05 after 10 iterations")
+    assert stamped["message"].endswith("the run: converged after 12 iterations (...)")
+    assert run.stamp({"epoch": 3, "history": history}, solver=True) == run.as_dict()
+    adam = Ending("finished", "finished 3 epochs; best epoch 2 (best.pt)", epochs=3,
+                  best_epoch=2, holds_epoch=3)
+    assert adam.stamp({"epoch": 2, "history": history}, solver=False) == {
+        **adam.as_dict(), "holds_epoch": 2}
 
 
 # ----------------------------------------------------------------------------- 4: newton config

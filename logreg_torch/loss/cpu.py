@@ -367,8 +367,12 @@ class FusedLoss(torch.autograd.Function):
             return fused, None, None, None, None, None, None, None
         (x,) = ctx.saved_tensors
         y, extra, weight, reduction, reference = ctx.rest
+        create_graph = torch.is_grad_enabled()
         with torch.enable_grad():
             x_ = x if x.requires_grad else x.detach().requires_grad_()
-            loss = reference(x_, y, extra, weight, reduction)
-        (gx,) = torch.autograd.grad(loss, x_, grad_out, create_graph=torch.is_grad_enabled())
+            # The product's scalar sum, not grad_outputs=grad_out: the same gradient, and
+            # torch imports its symbolic-shapes module (sympy, ~0.7 s) on the first call given
+            # a gradient tensor, which was most of a float64 Newton finish's time.
+            loss = (reference(x_, y, extra, weight, reduction) * grad_out).sum()
+        (gx,) = torch.autograd.grad(loss, x_, create_graph=create_graph)
         return gx, None, None, None, None, None, None, None
