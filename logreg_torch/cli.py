@@ -386,7 +386,7 @@ PRELOAD = {
     # torchmetrics only where metrics are certain; a run with no held-out split computes
     # none, and logreg_torch.metrics imports it inside a critical section when it does.
     "train": ("logreg_torch.fit", "torch.utils.tensorboard"),
-    "evaluate": ("logreg_torch.fit", "torchmetrics.functional.classification"),
+    "evaluate": ("logreg_torch.fit",),
     "predict": ("logreg_torch.predict", "logreg_torch.data"),
     "config": ("logreg_torch.config",),
     "explain": ("logreg_torch.explain",),
