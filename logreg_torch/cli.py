@@ -112,20 +112,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
     from logreg_torch.config import load_config
     from logreg_torch.fit import fit
 
-    imports = time.perf_counter() - started  # torch and the training modules
     cfg = load_config(args.config, args.overrides)
     result = fit(cfg, quiet=args.quiet)
     if args.timings and os.environ.get("RANK", "0") == "0":
-        timings = {"imports": imports, **result.extra.get("timings", {})}
-        print(json.dumps({"timings": {k: round(v, 4) for k, v in timings.items()}}),
-              file=sys.stderr)
+        _print_timings(getattr(args, "import_seconds", {}), result.extra)
     if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 reports
         _report(result, cfg, args.quiet)
     return 0
+
+
+def _print_timings(imports: dict[str, float], extra: dict) -> None:
+    """One JSON line on stderr: seconds by stage ("timings"), and within the imports, evaluate
+    and logging stages by part ("parts"; each adds up to its stage)."""
+    timings = {"imports": sum(imports.values()), **extra.get("timings", {})}
+    parts = {"imports": imports, **extra.get("timings_detail", {})}
+    print(json.dumps({"timings": {k: round(v, 4) for k, v in timings.items()},
+                      "parts": {stage: {k: round(v, 4) for k, v in named.items()}
+                                for stage, named in parts.items()}}), file=sys.stderr)
 
 
 def _report(result, cfg, quiet: bool) -> None:
@@ -369,7 +375,7 @@ def _run(argv: Sequence[str] | None) -> int:
             args.overrides += extra  # load_config names any that is not key=value
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    _preload(args.command)
+    args.import_seconds = _preload(args.command)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -383,9 +389,7 @@ def _run(argv: Sequence[str] | None) -> int:
 # import cut in the middle (torch registers C++ operators as it loads) leaves a process that
 # fails on the next import, even the one that reports the interrupt.
 PRELOAD = {
-    # torchmetrics only where metrics are certain; a run with no held-out split computes
-    # none, and logreg_torch.metrics imports it inside a critical section when it does.
-    "train": ("logreg_torch.fit", "torch.utils.tensorboard"),
+    "train": ("torch", "logreg_torch.fit", "torch.utils.tensorboard"),
     "evaluate": ("logreg_torch.fit",),
     "predict": ("logreg_torch.predict", "logreg_torch.data"),
     "config": ("logreg_torch.config",),
@@ -393,14 +397,19 @@ PRELOAD = {
 }
 
 
-def _preload(command: str) -> None:
+def _preload(command: str) -> dict[str, float]:
+    """Import what ``command`` needs; the seconds of each (--timings' "imports" parts)."""
     import importlib
 
     from logreg_torch.interrupts import critical
 
+    seconds = {}
     with critical():
         for name in PRELOAD.get(command, ()):
+            started = time.perf_counter()
             importlib.import_module(name)
+            seconds[name] = time.perf_counter() - started
+    return seconds
 
 
 def console_main(argv: Sequence[str] | None = None, stderr: str | None = None) -> NoReturn:

@@ -41,6 +41,7 @@ from logreg_torch.runs import (
     new_run_dir,
     resume_line,
     run_ending,
+    stage_parts,
 )
 from logreg_torch.runtime import (
     DistributedError,
@@ -103,13 +104,15 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int, held: ExitStack) -> Fi
     if cfg.log.run_dir:
         check_free(cfg.log.run_dir, cfg.train.resume)
     t = set_up(cfg, runtime)
-    t.timings["setup"] = time.perf_counter() - started - t.timings["data"]
     progress = Progress() if resume_state is None else _resume(t, resume_state)
-    for line in notes if runtime.is_main else ():  # the resume is taken: say from where
-        print(line, file=sys.stderr)
     if resume_state is None:
         progress.first_loss = _initial_loss(t)
+    t.timings["setup"] = time.perf_counter() - started - t.timings["data"]
+    for line in notes if runtime.is_main else ():  # the resume is taken: say from where
+        print(line, file=sys.stderr)
+    folder_started = time.perf_counter()
     run_dir = _run_dir(cfg, runtime, resume_state is not None, held)
+    folder_seconds = time.perf_counter() - folder_started
     # A resume goes on in the same run (one folder, one run in TensorBoard), from the step
     # after its checkpoint's: an epoch, or for a full-batch solver (whose curves are per
     # iteration) an iteration.
@@ -132,6 +135,9 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int, held: ExitStack) -> Fi
     timings = t.timings
     timings["logging"] = time.perf_counter() - started - sum(timings.values())
     result.extra["timings"] = dict(timings)
+    result.extra["timings_detail"] = stage_parts(
+        timings, t.evaluate_seconds, {"run_folder": folder_seconds, **logger.seconds,
+                                      "checkpoints": ckpt.seconds})
     return result
 
 
@@ -274,7 +280,7 @@ def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBo
             record["lr"] = t.optimizer.param_groups[0]["lr"]
         record["grad_norm"] = grad_norm  # a full-batch solver's: max|grad| (see README)
         started = time.perf_counter()
-        val = evaluate(t.model, t.objective, *t.val, t.runtime)
+        val = evaluate(t.model, t.objective, *t.val, t.runtime, t.evaluate_seconds)
         t.timings["evaluate"] += time.perf_counter() - started
         record.update({f"val/{k}": v for k, v in val.items()})
         monitored = val.get("loss", train_loss)
@@ -370,7 +376,7 @@ def _should_stop(t: Training, progress: Progress) -> bool:
 def _finish(t: Training, progress: Progress, logger: TensorBoardLogger, ckpt: Checkpoints,
             stopped_early: bool) -> FitResult:
     started = time.perf_counter()
-    test = evaluate(t.model, t.objective, *t.test, t.runtime) or None
+    test = evaluate(t.model, t.objective, *t.test, t.runtime, t.evaluate_seconds) or None
     t.timings["evaluate"] += time.perf_counter() - started
     history = progress.history
     best = min(history, key=lambda r: r.get("val/loss", r["train/loss"])) if history else {}

@@ -136,6 +136,18 @@ def new_run_dir(cfg: Config) -> Path:
     raise TrainingError(f"could not create a run folder next to {base}")
 
 
+def stage_parts(timings: dict[str, float], evaluate: dict[str, float],
+                logging: dict[str, float]) -> dict[str, dict[str, float]]:
+    """--timings' finer entries: the parts of the evaluate and logging stages, each with an
+    ``other`` part (what no named part measured), so that they add up to the stage."""
+    parts = {"evaluate": {"predict": evaluate.get("predict", 0.0),
+                          "metrics": evaluate.get("metrics", 0.0)},
+             "logging": dict(logging)}
+    for stage, named in parts.items():
+        named["other"] = timings[stage] - sum(named.values())
+    return parts
+
+
 # ----------------------------------------------------------------------------- checkpoint state
 
 
@@ -245,13 +257,17 @@ class Checkpoints:
     # A copy of the last finished epoch's state while last.pt holds an older one
     # (train.checkpoint_every > 1): what Ctrl-C writes, rather than a model mid-epoch.
     pending: dict[str, Any] | None = None
+    seconds: float = 0.0  # spent saving and copying states: --timings' "checkpoints"
 
     def keep_unsaved(self, epoch: int, state: Callable[[], dict[str, Any]]) -> None:
         """After an epoch (or before the first): copy its state unless last.pt holds it."""
         if self.is_main:
+            started = time.perf_counter()
             self.pending = None if self.saved_epoch == epoch else copy.deepcopy(state())
+            self.seconds += time.perf_counter() - started
 
     def save(self, name: str, epoch: int, state: Callable[[], dict[str, Any]]) -> None:
+        started = time.perf_counter()
         if self.is_main:
             try:
                 save_checkpoint(state(), self.run_dir / name)
@@ -262,14 +278,17 @@ class Checkpoints:
         if name == "last.pt":
             self.saved_epoch = epoch
             self.last_good = self.run_dir / "last.pt"
+        self.seconds += time.perf_counter() - started
 
     def add_ending(self, name: str, ending: dict[str, Any]) -> None:
         """Write how the run ended into a checkpoint written earlier (best.pt)."""
+        started = time.perf_counter()
         path = self.run_dir / name
         if self.is_main and path.exists():
             state = load_checkpoint(path)
             state["ending"] = ending
             save_checkpoint(state, path)
+        self.seconds += time.perf_counter() - started
 
 
 # ----------------------------------------------------------------------------- divergence
@@ -329,7 +348,8 @@ def log_final(logger: TensorBoardLogger, cfg: Config, model: nn.Module, objectiv
     training is over."""
     if not history:
         return
-    from logreg_torch.tracking import class_names, run_hparams
+    from logreg_torch.figures import class_names
+    from logreg_torch.tracking import run_hparams
 
     hparams, blank = run_hparams(dataclasses.asdict(cfg)), set()
     if cfg.optim.name in FULL_BATCH_SOLVERS:
@@ -352,15 +372,25 @@ def log_final(logger: TensorBoardLogger, cfg: Config, model: nn.Module, objectiv
         step = int(history[-1]["epoch"])
         probs = predict_proba(model, Xv, runtime)
         logger.log_pr_curve("val/pr_curve", probs, yv, step, positive=names[1])
-        from logreg_torch.tracking import (
-            figures_available,
-            pr_curve_figure,
-            probability_histogram_figure,
-            reliability_figure,
-        )
+        from logreg_torch.tracking import figures_available
 
         if figures_available():
-            logger.log_figure("val/reliability", reliability_figure(probs, yv, names=names), step)
-            logger.log_figure("val/probability_histogram",
-                              probability_histogram_figure(probs, yv, names), step)
-            logger.log_figure("val/precision_recall", pr_curve_figure(probs, yv, names), step)
+            _log_figures(logger, probs, yv, names, step)
+
+
+def _log_figures(logger: TensorBoardLogger, probs: Tensor, targets: Tensor,
+                 names: tuple[str, str], step: int) -> None:
+    """The three validation figures, drawn once at the end of the run; their building counts
+    as the logger's ``figures`` seconds (matplotlib's import with the first)."""
+    from logreg_torch.figures import (
+        pr_curve_figure,
+        probability_histogram_figure,
+        reliability_figure,
+    )
+
+    with logger.timed("figures"):
+        logger.log_figure("val/reliability", reliability_figure(probs, targets, names=names),
+                          step)
+        logger.log_figure("val/probability_histogram",
+                          probability_histogram_figure(probs, targets, names), step)
+        logger.log_figure("val/precision_recall", pr_curve_figure(probs, targets, names), step)

@@ -266,8 +266,8 @@ def _large(device: str) -> tuple[torch.Tensor, torch.Tensor]:
 def _check_large(probs: torch.Tensor, targets: torch.Tensor) -> None:
     got = binary_metrics(probs, targets)
     p, t = probs.cpu().numpy(), targets.cpu().numpy()
-    for k, v in _sklearn(p, t).items():
-        assert got[k] == pytest.approx(v, abs=1e-10), k  # float64 sums over 1e5 rows in another order
+    for k, v in _sklearn(p, t).items():  # float64 sums over 1e5 rows in another order
+        assert got[k] == pytest.approx(v, abs=1e-10), k
     for k, v in _torchmetrics(probs.cpu(), targets.cpu()).items():
         assert got[k] == pytest.approx(v, abs=TM_TOL), k
     assert got["ece"] == pytest.approx(_numpy_ece(p, t), abs=1e-10)
