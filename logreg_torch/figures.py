@@ -4,29 +4,42 @@ A figure is a ``matplotlib.figure.Figure`` (no global figure registry to leak fr
 ``render`` turns it into the CHW array TensorBoard's image summary takes, as
 ``SummaryWriter.add_figure`` does but without its ``import matplotlib.pyplot`` (which also picks
 an interactive backend where one exists). matplotlib itself is imported by the first figure.
+torch is not imported here: ``logreg_torch.figure_worker`` draws in a process without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import Tensor
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-ArrayLike = Tensor | np.ndarray
+ArrayLike = Any  # a torch Tensor or anything numpy takes
 
 
 def _to_numpy(x: ArrayLike) -> np.ndarray:
-    if isinstance(x, Tensor):
+    if hasattr(x, "detach"):  # a torch Tensor
         # float() first: numpy has no bfloat16.
         x = x.detach()
         x = x.float() if x.is_floating_point() else x
         return x.cpu().numpy().reshape(-1)
     return np.asarray(x).reshape(-1)
+
+
+FIGURE_TAGS = ("val/reliability", "val/probability_histogram", "val/precision_recall")
+
+
+def draw_all(probs: ArrayLike, targets: ArrayLike,
+             names: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+    """The three validation figures as (tag, CHW image): reliability, probability
+    histograms, precision-recall."""
+    figures = (reliability_figure(probs, targets, names=names),
+               probability_histogram_figure(probs, targets, names),
+               pr_curve_figure(probs, targets, names))
+    return [(tag, render(fig)) for tag, fig in zip(FIGURE_TAGS, figures, strict=True)]
 
 
 def render(figure: Figure) -> np.ndarray:

@@ -26,6 +26,7 @@ from logreg_torch.config import (
 from logreg_torch.fullbatch import Rows, solve_epoch
 from logreg_torch.loop import evaluate, train_one_epoch, train_one_epoch_streaming
 from logreg_torch.predict import predict_logits
+from logreg_torch.report import log_final
 from logreg_torch.rundir import RunFolderError, check_free, check_resume, folder_lock
 from logreg_torch.runs import (
     TAGS,
@@ -37,7 +38,6 @@ from logreg_torch.runs import (
     check_resume_name,
     diverged,
     divergence,
-    log_final,
     new_run_dir,
     resume_line,
     run_ending,

@@ -1,5 +1,5 @@
-"""A run on disk and what it reports: the run folder, the checkpoint state and its saving, the
-final TensorBoard summary, and ``FitResult``."""
+"""A run on disk and what it reports: the run folder, the checkpoint state and its saving, how
+it ended, and ``FitResult`` (its final TensorBoard summary: logreg_torch.report)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from logreg_torch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from logreg_torch.config import FULL_BATCH_SOLVERS, Config, ConfigError
+from logreg_torch.config import Config, ConfigError
 from logreg_torch.data import Prepared
-from logreg_torch.objective import Objective
-from logreg_torch.predict import predict_proba
-from logreg_torch.runtime import Runtime, rng_state
-from logreg_torch.tracking import TensorBoardLogger
+from logreg_torch.runtime import rng_state
 
 
 class TrainingError(RuntimeError):
@@ -327,70 +324,3 @@ def diverged(why: str, epoch: int, step: int, last_good: Path | None,
 # so it opens on train/loss (then train/lr), then val/..., and last the weights group: the
 # gradient norm beside the weight histograms.
 TAGS = {"lr": "train/lr", "grad_norm": "weights/grad_norm"}
-# The HParams tab's metric columns (it ticks the first five), the same for every run.
-HPARAM_METRICS = ("val/loss", "val/accuracy", "val/roc_auc", "val/log_loss", "train/loss",
-                  "val/precision", "val/recall", "val/f1", "val/average_precision",
-                  "val/brier", "val/ece")
-METRIC_DESCRIPTIONS = {
-    "val/loss": "the training criterion on the validation split (pos_weight and label "
-                "smoothing included, no l1/l2 penalty)",
-    "val/log_loss": "plain log loss of the probabilities against the true 0/1 labels",
-    "train/loss": "mean training criterion over the last epoch (no l1/l2 penalty)",
-}
-
-
-def log_final(logger: TensorBoardLogger, cfg: Config, model: nn.Module, objective: Objective,
-              history: list[dict[str, float]], test: dict[str, float] | None, Xv: Tensor,
-              yv: Tensor, runtime: Runtime, label_map: dict[str, int] | None = None,
-              ending: Ending | None = None) -> None:
-    """The run's hyperparameters (its curves as metrics) and how it ended, the test metrics
-    as text, and the validation PR curve and figures, labelled with the class names, once
-    training is over."""
-    if not history:
-        return
-    from logreg_torch.figures import class_names
-    from logreg_torch.tracking import run_hparams
-
-    hparams, blank = run_hparams(dataclasses.asdict(cfg)), set()
-    if cfg.optim.name in FULL_BATCH_SOLVERS:
-        blank.add("optim.lr")  # unused by their line searches: an empty cell, not a number
-    # How it ended, as columns beside the settings: the same columns for every run (the tab
-    # takes them from one run), empty where a fact does not apply.
-    hparams["ending.kind"] = ending.kind if ending is not None else "unknown"
-    for key in ("iterations", "grad_max"):
-        value = None if ending is None else getattr(ending, key)
-        hparams[f"ending.{key}"] = 0.0 if value is None else float(value)
-        if value is None:
-            blank.add(f"ending.{key}")
-    logger.log_hparams(hparams, HPARAM_METRICS, descriptions=METRIC_DESCRIPTIONS, blank=blank)
-    if test:
-        from logreg_torch.metrics import format_metrics_table
-
-        logger.log_text("test_metrics", "```\n" + format_metrics_table(test) + "\n```")
-    if len(Xv):
-        names = class_names(label_map)
-        step = int(history[-1]["epoch"])
-        probs = predict_proba(model, Xv, runtime)
-        logger.log_pr_curve("val/pr_curve", probs, yv, step, positive=names[1])
-        from logreg_torch.tracking import figures_available
-
-        if figures_available():
-            _log_figures(logger, probs, yv, names, step)
-
-
-def _log_figures(logger: TensorBoardLogger, probs: Tensor, targets: Tensor,
-                 names: tuple[str, str], step: int) -> None:
-    """The three validation figures, drawn once at the end of the run; their building counts
-    as the logger's ``figures`` seconds (matplotlib's import with the first)."""
-    from logreg_torch.figures import (
-        pr_curve_figure,
-        probability_histogram_figure,
-        reliability_figure,
-    )
-
-    with logger.timed("figures"):
-        logger.log_figure("val/reliability", reliability_figure(probs, targets, names=names),
-                          step)
-        logger.log_figure("val/probability_histogram",
-                          probability_histogram_figure(probs, targets, names), step)
-        logger.log_figure("val/precision_recall", pr_curve_figure(probs, targets, names), step)

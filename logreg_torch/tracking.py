@@ -98,7 +98,7 @@ def _uncut(method: Callable) -> Callable:
     """Ctrl-C waits for the writer call to finish: cut inside SummaryWriter, it can leave its
     background thread writing to a file already closed. The call's seconds count as the
     logger's ``events`` (``log_figure``'s: ``figures``)."""
-    part = "figures" if method.__name__ == "log_figure" else "events"
+    part = "figures" if method.__name__ in ("log_figure", "log_image") else "events"
 
     @functools.wraps(method)
     def wrapper(self: TensorBoardLogger, *args: Any, **kwargs: Any) -> Any:
@@ -212,6 +212,12 @@ class TensorBoardLogger:
             from logreg_torch.figures import render
 
             self._writer.add_image(tag, render(figure), global_step=step, dataformats="CHW")
+
+    @_uncut
+    def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """An image: uint8 RGB, channels first (CHW), as ``figures.render`` draws one."""
+        if self._writer is not None:
+            self._writer.add_image(tag, image, global_step=step, dataformats="CHW")
 
     @_uncut
     def log_custom_scalars_layout(
