@@ -127,6 +127,7 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int, held: ExitStack) -> Fi
     try:
         result = _finish(t, progress, logger, ckpt, stopped_early)
     except KeyboardInterrupt:
+        ckpt.settle()
         logger.close()
         raise KeyboardInterrupt(  # a resume with no epoch left writes the summary again
             f"interrupted while writing the final summary (the checkpoints are complete); "
@@ -244,11 +245,13 @@ def _train(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBoa
         finished = int(progress.history[-1]["epoch"]) if progress.history else progress.epoch
         if ckpt.saved_epoch != finished and ckpt.pending is not None:
             ckpt.save("last.pt", finished, lambda: ckpt.pending)
+        ckpt.settle()
         logger.close()
         if bar is not None:
             bar.close()
         raise KeyboardInterrupt(f"interrupted; {resume_line(ckpt.run_dir)}") from None
     except Exception:
+        ckpt.settle()  # the checkpoints written before the failure, in place
         logger.close()  # flush what was logged up to the failure
         raise
     finally:
@@ -389,6 +392,7 @@ def _finish(t: Training, progress: Progress, logger: TensorBoardLogger, ckpt: Ch
     logger.log_text("ending", t.ending.message)
     log_final(logger, t.cfg, t.model, t.objective, history, test, *t.val, t.runtime,
               t.data.label_map, t.ending)
+    ckpt.flush()  # every checkpoint in place before the run reports
     logger.close()
     return FitResult(model=t.model, history=history, best=best, test=test,
                      run_dir=ckpt.run_dir, stopped_early=stopped_early, ending=t.ending)

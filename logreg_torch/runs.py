@@ -3,6 +3,7 @@ it ended, and ``FitResult`` (its final TensorBoard summary: logreg_torch.report)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -15,7 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from logreg_torch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from logreg_torch.checkpoint import (
+    BackgroundCommits,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    write_error,
+)
 from logreg_torch.config import Config, ConfigError
 from logreg_torch.data import Prepared
 from logreg_torch.runtime import rng_state
@@ -255,6 +262,9 @@ class Checkpoints:
     # (train.checkpoint_every > 1): what Ctrl-C writes, rather than a model mid-epoch.
     pending: dict[str, Any] | None = None
     seconds: float = 0.0  # spent saving and copying states: --timings' "checkpoints"
+    # Each file's fsync and rename run while the next epoch trains; a save (and ``flush``)
+    # first waits for the one before, so that every file is in place as it was before.
+    commits: BackgroundCommits = field(default_factory=BackgroundCommits)
 
     def keep_unsaved(self, epoch: int, state: Callable[[], dict[str, Any]]) -> None:
         """After an epoch (or before the first): copy its state unless last.pt holds it."""
@@ -265,27 +275,52 @@ class Checkpoints:
 
     def save(self, name: str, epoch: int, state: Callable[[], dict[str, Any]]) -> None:
         started = time.perf_counter()
+        self.flush()
         if self.is_main:
             try:
-                save_checkpoint(state(), self.run_dir / name)
+                save_checkpoint(state(), self.run_dir / name, self.commits,
+                                info=(self.run_dir / name, epoch, self.last_good))
             except CheckpointError as e:  # a full disk, say: going on would lose more epochs
-                good = self.last_good or "none was written yet"
-                raise TrainingError(f"{e}; training stopped at epoch {epoch}; last good "
-                                    f"checkpoint: {good}") from None
+                raise _stopped(e, epoch, self.last_good) from None
         if name == "last.pt":
             self.saved_epoch = epoch
             self.last_good = self.run_dir / "last.pt"
         self.seconds += time.perf_counter() - started
 
+    def flush(self) -> None:
+        """Wait until every checkpoint saved is in place; a write that failed meanwhile
+        stops the run as a failed ``save`` does."""
+        started = time.perf_counter()
+        failed = self.commits.wait()
+        self.seconds += time.perf_counter() - started
+        if failed is not None:
+            error, (path, epoch, last_good) = failed
+            self.commits.failed = None  # reported once
+            raise _stopped(write_error(error, path), epoch, last_good)
+
     def add_ending(self, name: str, ending: dict[str, Any]) -> None:
         """Write how the run ended into a checkpoint written earlier (best.pt)."""
+        self.flush()
         started = time.perf_counter()
         path = self.run_dir / name
         if self.is_main and path.exists():
             state = load_checkpoint(path)
             state["ending"] = ending
-            save_checkpoint(state, path)
+            save_checkpoint(state, path, self.commits,
+                            info=(path, state["epoch"], self.last_good))
         self.seconds += time.perf_counter() - started
+
+    def settle(self) -> None:
+        """``flush`` on the way out of a run that is already failing or interrupted: its
+        own error is the one to report."""
+        with contextlib.suppress(TrainingError):
+            self.flush()
+
+
+def _stopped(error: CheckpointError, epoch: int, last_good: Path | None) -> TrainingError:
+    good = last_good or "none was written yet"
+    return TrainingError(f"{error}; training stopped at epoch {epoch}; last good checkpoint: "
+                         f"{good}")
 
 
 # ----------------------------------------------------------------------------- divergence
