@@ -262,8 +262,8 @@ class Checkpoints:
     # (train.checkpoint_every > 1): what Ctrl-C writes, rather than a model mid-epoch.
     pending: dict[str, Any] | None = None
     seconds: float = 0.0  # spent saving and copying states: --timings' "checkpoints"
-    # Each file's fsync and rename run while the next epoch trains; a save (and ``flush``)
-    # first waits for the one before, so that every file is in place as it was before.
+    # Each file's fsync and rename run while the next epoch trains; a save first waits for
+    # the ones before, so that the files on disk at any moment are what they were before.
     commits: BackgroundCommits = field(default_factory=BackgroundCommits)
 
     def keep_unsaved(self, epoch: int, state: Callable[[], dict[str, Any]]) -> None:
@@ -274,8 +274,8 @@ class Checkpoints:
             self.seconds += time.perf_counter() - started
 
     def save(self, name: str, epoch: int, state: Callable[[], dict[str, Any]]) -> None:
+        self.flush()  # so that a kill or a failure finds every earlier file in place
         started = time.perf_counter()
-        self.flush()
         if self.is_main:
             try:
                 save_checkpoint(state(), self.run_dir / name, self.commits,

@@ -46,7 +46,9 @@ def run_once(cmd: list[str], cwd: str) -> tuple[float, dict[str, float]]:
     timings = {}
     for line in out.stderr.splitlines():
         if line.startswith('{"timings"'):
-            timings = json.loads(line)["timings"]
+            parsed = json.loads(line)
+            timings = {**parsed["timings"],
+                       **{f"logging.{k}": v for k, v in parsed["parts"]["logging"].items()}}
     return seconds, timings
 
 
@@ -80,7 +82,10 @@ def main() -> None:
     for name in args.configs:
         keys = list(stages[name][0])
         med = {k: statistics.median(s.get(k, 0.0) for s in stages[name]) for k in keys}
-        print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in med.items()))
+        print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in med.items()
+                                        if not k.startswith("logging.")))
+        print("    logging: " + ", ".join(f"{k[8:]} {v:.3f}" for k, v in med.items()
+                                         if k.startswith("logging.")))
         if name == "default":
             missed = [k for k, t in STAGE_TARGETS.items() if med.get(k, 0.0) > t]
             print(f"  default stage targets {STAGE_TARGETS}: "
