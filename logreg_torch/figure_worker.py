@@ -20,9 +20,11 @@ import contextlib
 import pickle
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
+
+from logreg_torch.figures import FIGURE_TAGS
 
 _worker: FigureWorker | None = None
 
@@ -45,14 +47,15 @@ class FigureWorker:
             self.close()
             return False
 
-    def receive(self) -> list[tuple[str, np.ndarray]] | None:
-        """The figures' (tag, CHW image) list, or None when the worker failed."""
-        try:
-            images = pickle.load(self.proc.stdout)
-        except (OSError, EOFError, pickle.UnpicklingError):
-            images = None
-        self.close()
-        return images
+    def receive(self) -> Iterator[tuple[str, np.ndarray] | None]:
+        """The figures' (tag, CHW image) pairs, each as soon as it is drawn (the run writes
+        one while the next is drawn); None in place of each that the worker failed to send.
+        ``close`` once done."""
+        for _ in FIGURE_TAGS:
+            try:
+                yield pickle.load(self.proc.stdout)
+            except (OSError, EOFError, pickle.UnpicklingError):
+                yield None
 
     def close(self) -> None:
         for pipe in (self.proc.stdin, self.proc.stdout):
@@ -89,9 +92,9 @@ def _new_figure_with_text():
 
 
 def _serve() -> None:
-    # Imported and warmed up (fonts loaded) now, while the run that started us imports
-    # torch and trains.
-    from logreg_torch.figures import draw_all, render
+    # Imported and warmed up (fonts loaded) now, while the run that started us imports torch
+    # and trains.
+    from logreg_torch.figures import draw, render
 
     render(_new_figure_with_text())
 
@@ -99,8 +102,9 @@ def _serve() -> None:
         probs, targets, names = pickle.load(sys.stdin.buffer)
     except EOFError:  # the run ended without figures (no validation split, an error)
         return
-    pickle.dump(draw_all(probs, targets, names), sys.stdout.buffer)
-    sys.stdout.buffer.flush()
+    for tag in FIGURE_TAGS:
+        pickle.dump((tag, draw(tag, probs, targets, names)), sys.stdout.buffer)
+        sys.stdout.buffer.flush()
 
 
 if __name__ == "__main__":

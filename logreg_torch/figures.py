@@ -32,14 +32,20 @@ def _to_numpy(x: ArrayLike) -> np.ndarray:
 FIGURE_TAGS = ("val/reliability", "val/probability_histogram", "val/precision_recall")
 
 
+def draw(tag: str, probs: ArrayLike, targets: ArrayLike, names: Sequence[str]) -> np.ndarray:
+    """The validation figure ``tag`` (one of ``FIGURE_TAGS``) as a CHW image."""
+    if tag == "val/reliability":
+        return render(reliability_figure(probs, targets, names=names))
+    if tag == "val/probability_histogram":
+        return render(probability_histogram_figure(probs, targets, names))
+    return render(pr_curve_figure(probs, targets, names))
+
+
 def draw_all(probs: ArrayLike, targets: ArrayLike,
              names: Sequence[str]) -> list[tuple[str, np.ndarray]]:
     """The three validation figures as (tag, CHW image): reliability, probability
     histograms, precision-recall."""
-    figures = (reliability_figure(probs, targets, names=names),
-               probability_histogram_figure(probs, targets, names),
-               pr_curve_figure(probs, targets, names))
-    return [(tag, render(fig)) for tag, fig in zip(FIGURE_TAGS, figures, strict=True)]
+    return [(tag, draw(tag, probs, targets, names)) for tag in FIGURE_TAGS]
 
 
 def render(figure: Figure) -> np.ndarray:

@@ -92,12 +92,15 @@ def _start_figures(logger: TensorBoardLogger, probs: Tensor, targets: Tensor,
 def _log_figures(logger: TensorBoardLogger, figures, step: int) -> None:
     """The three validation figures, drawn once at the end of the run (by the worker, else
     here); waiting for them and drawing count as the logger's ``figures`` seconds."""
-    from logreg_torch.figures import draw_all
+    from logreg_torch.figures import FIGURE_TAGS, draw
 
     p, t, names, worker = figures
     with logger.timed("figures"):
-        images = worker.receive() if worker is not None else None
-        if images is None:  # no worker, or it failed: the same figures, drawn here
-            images = draw_all(p, t, names)
-        for tag, image in images:
+        received = worker.receive() if worker is not None else iter(())
+        for tag in FIGURE_TAGS:
+            sent = next(received, None)
+            # No worker, or it failed: the same figure, drawn here.
+            image = sent[1] if sent is not None and sent[0] == tag else draw(tag, p, t, names)
             logger.log_image(tag, image, step)
+        if worker is not None:
+            worker.close()

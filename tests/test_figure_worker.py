@@ -23,7 +23,8 @@ def test_worker_draws_what_this_process_draws() -> None:
     probs, targets = _data()
     worker = figure_worker.FigureWorker()
     assert worker.send(probs, targets, ("cardigan", "jacket"))
-    images = worker.receive()
+    images = list(worker.receive())
+    worker.close()
     assert worker.proc.returncode == 0
     expected = draw_all(probs, targets, ("cardigan", "jacket"))
     assert [tag for tag, _ in images] == [tag for tag, _ in expected]
@@ -37,7 +38,7 @@ def test_worker_that_dies_gives_none_and_one_not_used_ends() -> None:
     worker.proc.kill()
     worker.proc.wait()
     sent = worker.send(*_data(), ("0", "1"))
-    assert not sent or worker.receive() is None  # the run then draws in-process
+    assert not sent or list(worker.receive()) == [None, None, None]  # drawn in-process then
     idle = figure_worker.FigureWorker()
     idle.close()  # its input closes: it ends without drawing
     assert idle.proc.returncode == 0
@@ -58,3 +59,40 @@ def test_worker_process_imports_no_torch() -> None:
     code = ("import sys, logreg_torch.figure_worker as w, logreg_torch.figures as f\n"
             "f.render(w._new_figure_with_text())\nassert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_figures_a_worker_did_not_send_are_drawn_by_the_run() -> None:
+    """A worker that sends the first figure and dies: the run draws the other two."""
+    import contextlib
+
+    from logreg_torch.report import _log_figures
+
+    probs, targets = _data()
+    expected = draw_all(probs, targets, ("0", "1"))
+
+    class Worker:
+        closed = False
+
+        def receive(self):
+            yield expected[0]
+            yield None
+            yield None
+
+        def close(self):
+            self.closed = True
+
+    class Logger:
+        images: list = []
+
+        def timed(self, part):
+            return contextlib.nullcontext()
+
+        def log_image(self, tag, image, step):
+            self.images.append((tag, image, step))
+
+    logger, worker = Logger(), Worker()
+    _log_figures(logger, (probs, targets, ("0", "1"), worker), step=4)
+    assert worker.closed and [(t, s) for t, _, s in logger.images] == [
+        (tag, 4) for tag, _ in expected]
+    assert all(np.array_equal(got, want) for (_, got, _), (_, want) in zip(
+        logger.images, expected, strict=True))
