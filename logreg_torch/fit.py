@@ -26,7 +26,7 @@ from logreg_torch.config import (
 from logreg_torch.fullbatch import Rows, solve_epoch
 from logreg_torch.loop import evaluate, train_one_epoch, train_one_epoch_streaming
 from logreg_torch.predict import predict_logits
-from logreg_torch.report import log_final
+from logreg_torch.report import log_final, start_final
 from logreg_torch.rundir import RunFolderError, check_free, check_resume, folder_lock
 from logreg_torch.runs import (
     TAGS,
@@ -378,6 +378,8 @@ def _should_stop(t: Training, progress: Progress) -> bool:
 
 def _finish(t: Training, progress: Progress, logger: TensorBoardLogger, ckpt: Checkpoints,
             stopped_early: bool) -> FitResult:
+    final = (start_final(logger, t.model, *t.val, t.runtime, t.data.label_map)
+             if progress.history else None)  # the figures begin now: the model is final
     started = time.perf_counter()
     test = evaluate(t.model, t.objective, *t.test, t.runtime, t.evaluate_seconds) or None
     t.timings["evaluate"] += time.perf_counter() - started
@@ -391,7 +393,7 @@ def _finish(t: Training, progress: Progress, logger: TensorBoardLogger, ckpt: Ch
         ckpt.add_ending("best.pt", t.ending.as_dict())
     logger.log_text("ending", t.ending.message)
     log_final(logger, t.cfg, t.model, t.objective, history, test, *t.val, t.runtime,
-              t.data.label_map, t.ending)
+              t.data.label_map, t.ending, final)
     ckpt.flush()  # every checkpoint in place before the run reports
     logger.close()
     return FitResult(model=t.model, history=history, best=best, test=test,

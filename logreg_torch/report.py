@@ -28,24 +28,33 @@ METRIC_DESCRIPTIONS = {
 }
 
 
+def start_final(logger: TensorBoardLogger, model: nn.Module, Xv: Tensor, yv: Tensor,
+                runtime: Runtime, label_map: dict[str, int] | None = None) -> tuple:
+    """The first part of ``log_final``, called once the model is final: the validation
+    probabilities and class names, and the figures begun (the worker draws them while the
+    run evaluates its test split and writes its last checkpoints)."""
+    from logreg_torch.figures import class_names
+
+    names, probs, figures = class_names(label_map), None, None
+    if len(Xv):
+        probs = predict_proba(model, Xv, runtime)
+        figures = _start_figures(logger, probs, yv, names)
+    return probs, names, figures
+
+
 def log_final(logger: TensorBoardLogger, cfg: Config, model: nn.Module, objective: Objective,
               history: list[dict[str, float]], test: dict[str, float] | None, Xv: Tensor,
               yv: Tensor, runtime: Runtime, label_map: dict[str, int] | None = None,
-              ending: Ending | None = None) -> None:
+              ending: Ending | None = None, started: tuple | None = None) -> None:
     """The run's hyperparameters (its curves as metrics) and how it ended, the test metrics
     as text, and the validation PR curve and figures, labelled with the class names, once
-    training is over."""
+    training is over. ``started``: what ``start_final`` returned, if it was called."""
     if not history:
         return
-    from logreg_torch.figures import class_names
     from logreg_torch.tracking import run_hparams
 
-    names, step, probs = class_names(label_map), int(history[-1]["epoch"]), None
-    figures = None
-    if len(Xv):
-        probs = predict_proba(model, Xv, runtime)
-        # Handed to the figure worker first, so that it draws while the rest is written.
-        figures = _start_figures(logger, probs, yv, names)
+    probs, names, figures = started or start_final(logger, model, Xv, yv, runtime, label_map)
+    step = int(history[-1]["epoch"])
     hparams, blank = run_hparams(dataclasses.asdict(cfg)), set()
     if cfg.optim.name in FULL_BATCH_SOLVERS:
         blank.add("optim.lr")  # unused by their line searches: an empty cell, not a number
