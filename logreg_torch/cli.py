@@ -274,7 +274,8 @@ def console_main(argv: Sequence[str] | None = None, stderr: str | None = None) -
     if stderr is not None:
         sys.stderr = open(stderr, "w", buffering=1)  # noqa: SIM115 (the process's own stderr)
     args = sys.argv[1:] if argv is None else list(argv)
-    if args[:1] == ["train"] and os.environ.get("RANK", "0") == "0" and "--help" not in args:
+    if (args[:1] == ["train"] and os.environ.get("RANK", "0") == "0"
+            and not {"-h", "--help"} & set(args)):
         # Before torch loads: the figures' process imports matplotlib meanwhile.
         from logreg_torch import figure_worker
 
