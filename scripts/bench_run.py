@@ -2,6 +2,7 @@
 
     python scripts/bench_run.py                    # 5 rounds, the four configs below
     python scripts/bench_run.py --rounds 7 --configs default lbfgs
+    python scripts/bench_run.py --before /tmp/old  # also an older tree's logreg_torch package
 
 Each round runs every command once as a fresh process, in a rotated order (A B C, B C A, ...)
 so that load from other processes hits all alike; the table shows medians, the spread
@@ -30,25 +31,31 @@ TARGETS = {"default": 1.8, "breast_cancer": 2.0, "lbfgs": 2.0, "mlp": 2.0}
 STAGE_TARGETS = {"train": 0.5, "evaluate": 0.3, "logging": 0.5}  # default.yaml, seconds
 
 
-def commands(configs: list[str]) -> dict[str, list[str]]:
-    cmds = {"import torch": [sys.executable, "-c", "import torch"]}
+def commands(configs: list[str], before: str | None) -> dict[str, tuple[list[str], dict]]:
+    """name -> (command, environment). ``before``: a folder holding an older
+    ``logreg_torch`` package, run by the same commands (its name first on PYTHONPATH)."""
+    env = dict(os.environ)
+    cmds = {"import torch": ([sys.executable, "-c", "import torch"], env)}
     for name in configs:
-        cmds[name] = [*_cli(), "train", str(REPO / "configs" / f"{name}.yaml"), "--quiet",
-                      "--timings"]
+        cmd = [*_cli(), "train", str(REPO / "configs" / f"{name}.yaml"), "--quiet",
+               "--timings"]
+        cmds[name] = (cmd, env)
+        if before:
+            cmds[f"{name} (before)"] = (cmd, {**env, "PYTHONPATH": before})
     return cmds
 
 
-def run_once(cmd: list[str], cwd: str) -> tuple[float, dict[str, float]]:
+def run_once(cmd: tuple[list[str], dict], cwd: str) -> tuple[float, dict[str, float]]:
     start = time.perf_counter()
-    out = subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL,
+    out = subprocess.run(cmd[0], cwd=cwd, env=cmd[1], check=True, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
     timings = {}
     for line in out.stderr.splitlines():
         if line.startswith('{"timings"'):
             parsed = json.loads(line)
-            timings = {**parsed["timings"],
-                       **{f"logging.{k}": v for k, v in parsed["parts"]["logging"].items()}}
+            logging = parsed.get("parts", {}).get("logging", {})  # older trees: none
+            timings = {**parsed["timings"], **{f"logging.{k}": v for k, v in logging.items()}}
     return seconds, timings
 
 
@@ -56,8 +63,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--configs", nargs="+", default=list(TARGETS))
+    parser.add_argument("--before", help="a folder with an older logreg_torch package")
     args = parser.parse_args()
-    cmds = commands(args.configs)
+    cmds = commands(args.configs, args.before)
     names = list(cmds)
     times: dict[str, list[float]] = {name: [] for name in names}
     stages: dict[str, list[dict[str, float]]] = {name: [] for name in names}
@@ -70,7 +78,7 @@ def main() -> None:
                 times[name].append(seconds)
                 stages[name].append(timings)
     base = statistics.median(times["import torch"])
-    print(f"load average before/after: {os.getloadavg()[0]:.2f} (1 min)")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} (1 min)")
     print(f"{'command':22} {'median':>8} {'min-max':>13} {'ratio':>6}  target")
     for name, ts in times.items():
         med = statistics.median(ts)
@@ -79,7 +87,7 @@ def main() -> None:
         print(f"{name:22} {med:7.3f}s {min(ts):6.3f}-{max(ts):5.3f}s {med / base:6.2f}  "
               f"{'' if target is None else f'<= {target}'} {status}")
     print(f"medians of {args.rounds} interleaved rounds; --timings medians (s):")
-    for name in args.configs:
+    for name in [n for n in names if n != "import torch"]:
         keys = list(stages[name][0])
         med = {k: statistics.median(s.get(k, 0.0) for s in stages[name]) for k in keys}
         print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in med.items()
