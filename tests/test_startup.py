@@ -1,8 +1,8 @@
 """Start-up cost: what each entry point imports, checked in a fresh interpreter.
 
 ``torch._dynamo`` (about 1 s with sympy) belongs only to runs that compile, ``torchmetrics``
-(about 1-2.5 s with scipy and matplotlib) only to runs that compute metrics, ``triton`` only to
-runs with CUDA tensors (the loss's GPU kernels). A module-level import of any of them, anywhere
+(about 1-2.5 s with scipy and matplotlib) to no run (the metrics are our own), ``triton`` only
+to runs with CUDA tensors (the loss's GPU kernels). A module-level import of any of them, anywhere
 on these paths, fails here.
 """
 
@@ -88,6 +88,15 @@ def test_training_without_metrics_or_compile_loads_no_heavy_module(tmp_path, opt
                 "train.device=cpu")  # what a CPU run imports, on every machine
     assert _heavy_imports(code, cwd=tmp_path) == []
     assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_training_with_metrics_and_figures_loads_no_heavy_module(tmp_path) -> None:
+    """A run that scores a validation and a test split every epoch and draws its figures
+    imports neither torchmetrics (nor its scipy) nor torch._dynamo."""
+    code = _cli("train", str(REPO / "configs" / "default.yaml"), "--quiet", "train.epochs=2",
+                "data.test_fraction=0.2", f"log.run_dir={tmp_path / 'run'}", "train.device=cpu")
+    assert _heavy_imports(code, cwd=tmp_path) == []
+    assert (tmp_path / "run" / "best.pt").is_file()
 
 
 def test_deferred_dynamo_is_exact_once_dynamo_is_loaded() -> None:
