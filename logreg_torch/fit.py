@@ -136,9 +136,8 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int, held: ExitStack) -> Fi
     timings = t.timings
     timings["logging"] = time.perf_counter() - started - sum(timings.values())
     result.extra["timings"] = dict(timings)
-    result.extra["timings_detail"] = stage_parts(
-        timings, t.evaluate_seconds, {"run_folder": folder_seconds, **logger.seconds,
-                                      "checkpoints": ckpt.seconds})
+    logging = {"run_folder": folder_seconds, **logger.seconds, "checkpoints": ckpt.seconds}
+    result.extra["timings_detail"] = stage_parts(timings, t.evaluate_seconds, logging)
     return result
 
 
