@@ -7,8 +7,6 @@ and exit code 2; a bug still shows its traceback.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import sys
@@ -17,9 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-
-class UsageError(ValueError):
-    """A bad command-line argument."""
+from logreg_torch.commands import (
+    UsageError,
+    cmd_evaluate,
+    cmd_predict,
+    cmd_summary,
+    loss_note_of,
+)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -37,22 +39,6 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 CHECKPOINT_HELP = ("a checkpoint (last.pt, best.pt) or a run folder (its best.pt, else "
                    "last.pt); given several, e.g. runs/default-*, the newest is used")
-
-
-def resolve_checkpoints(paths: Sequence[str]) -> tuple[Path, list[str]]:
-    """The checkpoint to use for ``paths`` (files, run folders or globs): the newest of them
-    by modification time, folders without a checkpoint passed over; and the lines for stderr
-    that say which file was picked and which folders were skipped (whenever it is not the one
-    path given), to print once the checkpoint has loaded (a refused command: one line)."""
-    from logreg_torch.checkpoint import resolve_checkpoints as resolve
-
-    notes: list[str] = []
-    return resolve(paths, say=notes.append), notes
-
-
-def _say(notes: list[str]) -> None:
-    for line in notes:
-        print(line, file=sys.stderr)
 
 
 def _version() -> str:
@@ -112,20 +98,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
     from logreg_torch.config import load_config
     from logreg_torch.fit import fit
 
-    imports = time.perf_counter() - started  # torch and the training modules
     cfg = load_config(args.config, args.overrides)
     result = fit(cfg, quiet=args.quiet)
     if args.timings and os.environ.get("RANK", "0") == "0":
-        timings = {"imports": imports, **result.extra.get("timings", {})}
-        print(json.dumps({"timings": {k: round(v, 4) for k, v in timings.items()}}),
-              file=sys.stderr)
+        _print_timings(getattr(args, "import_seconds", {}), result.extra)
     if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 reports
         _report(result, cfg, args.quiet)
     return 0
+
+
+def _print_timings(imports: dict[str, float], extra: dict) -> None:
+    """One JSON line on stderr: seconds by stage ("timings"), and within the imports, evaluate
+    and logging stages by part ("parts"; each adds up to its stage)."""
+    timings = {"imports": sum(imports.values()), **extra.get("timings", {})}
+    parts = {"imports": imports, **extra.get("timings_detail", {})}
+    print(json.dumps({"timings": {k: round(v, 4) for k, v in timings.items()},
+                      "parts": {stage: {k: round(v, 4) for k, v in named.items()}
+                                for stage, named in parts.items()}}), file=sys.stderr)
 
 
 def _report(result, cfg, quiet: bool) -> None:
@@ -138,9 +130,9 @@ def _report(result, cfg, quiet: bool) -> None:
               f"{last.get('train/loss', float('nan')):.4f}")
         val = {k[4:]: v for k, v in last.items() if k.startswith("val/")}
         if val:
-            print("validation metrics:\n" + format_metrics_table(val, note=_loss_note(cfg)))
+            print("validation metrics:\n" + format_metrics_table(val, note=loss_note_of(cfg)))
         if result.test:
-            print("test metrics:\n" + format_metrics_table(result.test, note=_loss_note(cfg)))
+            print("test metrics:\n" + format_metrics_table(result.test, note=loss_note_of(cfg)))
     print(f"run folder: {result.run_dir} (checkpoints last.pt, best.pt)")
     print(f"see the curves with: tensorboard --logdir {tensorboard_logdir(result.run_dir)}")
     if result.ending is not None:  # the last line says how the run ended
@@ -153,131 +145,6 @@ def tensorboard_logdir(run_dir: Path) -> Path:
     here (``--logdir .`` would read the whole working directory)."""
     parent = Path(run_dir).parent
     return Path(run_dir) if parent == Path(".") else parent
-
-
-def _load(paths: Sequence[str]):
-    """(checkpoint path, state, model) for the paths a command was given."""
-    from logreg_torch.checkpoint import load_checkpoint
-    from logreg_torch.predict import model_from_checkpoint
-
-    checkpoint, notes = resolve_checkpoints(paths)
-    state = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(state)
-    _say(notes)
-    return checkpoint, state, model
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
-
-    from logreg_torch.data import read_rows
-    from logreg_torch.loop import evaluate
-    from logreg_torch.objective import make_objective
-    from logreg_torch.predict import resolved_config_of
-
-    checkpoint, state, model = _load(args.checkpoint)
-    cfg = resolved_config_of(state)
-    dtype = next(model.parameters()).dtype
-    if args.data:
-        rows = read_rows(args.data, state["feature_names"], state["preprocessing"],
-                         state["label_map"], cfg.data.target or _bundled_target(cfg), labels=True)
-        X, y = torch.tensor(rows.X, dtype=dtype), torch.tensor(rows.y, dtype=dtype)
-        where = args.data
-    else:
-        X, y, where = _held_out(cfg, dtype)
-    objective = make_objective(cfg, y, torch.device("cpu"), dtype)
-    metrics = evaluate(model, objective, X, y)
-    if args.json:
-        print(json.dumps({"data": where, "n": len(X), **metrics}, indent=2))
-    else:
-        from logreg_torch.metrics import format_metrics_table
-
-        print(f"{checkpoint} on {where} ({len(X)} rows)")
-        print(format_metrics_table(metrics, note=_loss_note(cfg)))
-    return 0
-
-
-def _held_out(cfg, dtype):
-    """The run's test split, else its validation split, else its training rows, read as the
-    run read them (a streamed run: from disk, its held-out rows only)."""
-    from logreg_torch.data import prepare, prepare_streaming
-
-    if cfg.data.streaming:
-        data = prepare_streaming(cfg.data, cfg.train.seed, dtype=dtype)[1]
-    else:
-        data = prepare(cfg.data, cfg.train.seed, dtype=dtype)
-    (X, y), where = (data.test, "test split") if len(data.test[0]) else (data.val, "val split")
-    if len(X) == 0 and cfg.data.streaming:
-        raise UsageError(f"the run held no rows out and streamed its training rows from "
-                         f"{cfg.data.path}; pass the rows to score with --data")
-    if len(X) == 0:
-        (X, y), where = data.train, "train split (the run held nothing out)"
-    return X, y, where
-
-
-def _loss_note(cfg) -> str | None:
-    from logreg_torch.metrics import loss_note
-
-    return loss_note(cfg.loss.pos_weight, cfg.loss.label_smoothing)
-
-
-def _bundled_target(cfg) -> str:
-    from logreg_torch.data import BUNDLED
-
-    return BUNDLED[cfg.data.source][1] if cfg.data.source in BUNDLED else "target"
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    import torch
-
-    from logreg_torch.data import read_rows
-    from logreg_torch.predict import predict_proba
-
-    if not 0.0 <= args.threshold <= 1.0:
-        raise UsageError(f"--threshold must be in [0, 1], got {args.threshold}")
-    if Path(args.output).is_dir():
-        raise UsageError(f"--output {args.output} is a folder; pass a file name such as "
-                         f"{Path(args.output) / 'predictions.csv'}")
-    _, state, model = _load(args.checkpoint)
-    rows = read_rows(args.input, state["feature_names"], state["preprocessing"],
-                     state["label_map"])
-    dtype = next(model.parameters()).dtype
-    probs = predict_proba(model, torch.tensor(rows.X, dtype=dtype)).double().numpy()
-    if Path(args.output).suffix.lower() == ".npy":
-        write = _npy_writer(probs)
-    else:  # arrays have no rows to echo: then only the two new columns
-        write = _csv_writer(rows.header or [], rows.rows or [[]] * len(probs), probs,
-                            state["label_map"], args.threshold)
-    _write_output(args.output, write)
-    print(f"wrote {len(probs)} predictions to {args.output}")
-    return 0
-
-
-def _npy_writer(probs):
-    import numpy as np
-
-    return lambda f: np.save(f, probs, allow_pickle=False)
-
-
-def _csv_writer(header, rows, probs, label_map, threshold):
-    by_class = {v: k for k, v in label_map.items()}
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([*header, "probability", "prediction"])
-    for row, p in zip(rows, probs.tolist(), strict=True):
-        writer.writerow([*row, f"{p:.6f}", by_class[int(p >= threshold)]])
-    return lambda f: f.write(buf.getvalue().encode("utf-8"))
-
-
-def _write_output(output: str, write) -> None:
-    from logreg_torch.checkpoint import atomic_write
-
-    try:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(output, write)
-    except OSError as e:  # a full disk, no permission, a file where a folder should be
-        where = f" ({e.filename})" if e.filename else ""
-        raise UsageError(f"cannot write --output {output}: {e.strerror or e}{where}") from None
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -299,16 +166,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_summary(args: argparse.Namespace) -> int:
-    from logreg_torch.inference import summarize
-
-    checkpoint, notes = resolve_checkpoints(args.run)
-    table = summarize(checkpoint, alpha=args.alpha)
-    _say(notes)
-    print(table.to_json() if args.json else table.format())
-    return 0
-
-
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "summary": cmd_summary, "config": cmd_config, "explain": cmd_explain}
 
@@ -325,7 +182,6 @@ def _quiet_openmp_threads() -> None:
     """
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 
 
 def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
@@ -369,7 +225,7 @@ def _run(argv: Sequence[str] | None) -> int:
             args.overrides += extra  # load_config names any that is not key=value
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    _preload(args.command)
+    args.import_seconds = _preload(args.command)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -383,24 +239,27 @@ def _run(argv: Sequence[str] | None) -> int:
 # import cut in the middle (torch registers C++ operators as it loads) leaves a process that
 # fails on the next import, even the one that reports the interrupt.
 PRELOAD = {
-    # torchmetrics only where metrics are certain; a run with no held-out split computes
-    # none, and logreg_torch.metrics imports it inside a critical section when it does.
-    "train": ("logreg_torch.fit", "torch.utils.tensorboard"),
-    "evaluate": ("logreg_torch.fit", "torchmetrics.functional.classification"),
+    "train": ("torch", "logreg_torch.fit", "torch.utils.tensorboard"),
+    "evaluate": ("logreg_torch.fit",),
     "predict": ("logreg_torch.predict", "logreg_torch.data"),
     "config": ("logreg_torch.config",),
     "explain": ("logreg_torch.explain",),
 }
 
 
-def _preload(command: str) -> None:
+def _preload(command: str) -> dict[str, float]:
+    """Import what ``command`` needs; the seconds of each (--timings' "imports" parts)."""
     import importlib
 
     from logreg_torch.interrupts import critical
 
+    seconds = {}
     with critical():
         for name in PRELOAD.get(command, ()):
+            started = time.perf_counter()
             importlib.import_module(name)
+            seconds[name] = time.perf_counter() - started
+    return seconds
 
 
 def console_main(argv: Sequence[str] | None = None, stderr: str | None = None) -> NoReturn:
@@ -414,6 +273,13 @@ def console_main(argv: Sequence[str] | None = None, stderr: str | None = None) -
     """
     if stderr is not None:
         sys.stderr = open(stderr, "w", buffering=1)  # noqa: SIM115 (the process's own stderr)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if (args[:1] == ["train"] and os.environ.get("RANK", "0") == "0"
+            and not {"-h", "--help"} & set(args)):
+        # Before torch loads: the figures' process imports matplotlib meanwhile.
+        from logreg_torch import figure_worker
+
+        figure_worker.start()
     code = main(argv, exiting=True)
     try:
         sys.stdout.flush()

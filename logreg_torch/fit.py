@@ -26,6 +26,7 @@ from logreg_torch.config import (
 from logreg_torch.fullbatch import Rows, solve_epoch
 from logreg_torch.loop import evaluate, train_one_epoch, train_one_epoch_streaming
 from logreg_torch.predict import predict_logits
+from logreg_torch.report import log_final, start_final
 from logreg_torch.rundir import RunFolderError, check_free, check_resume, folder_lock
 from logreg_torch.runs import (
     TAGS,
@@ -37,10 +38,10 @@ from logreg_torch.runs import (
     check_resume_name,
     diverged,
     divergence,
-    log_final,
     new_run_dir,
     resume_line,
     run_ending,
+    stage_parts,
 )
 from logreg_torch.runtime import (
     DistributedError,
@@ -103,13 +104,15 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int, held: ExitStack) -> Fi
     if cfg.log.run_dir:
         check_free(cfg.log.run_dir, cfg.train.resume)
     t = set_up(cfg, runtime)
-    t.timings["setup"] = time.perf_counter() - started - t.timings["data"]
     progress = Progress() if resume_state is None else _resume(t, resume_state)
-    for line in notes if runtime.is_main else ():  # the resume is taken: say from where
-        print(line, file=sys.stderr)
     if resume_state is None:
         progress.first_loss = _initial_loss(t)
+    t.timings["setup"] = time.perf_counter() - started - t.timings["data"]
+    for line in notes if runtime.is_main else ():  # the resume is taken: say from where
+        print(line, file=sys.stderr)
+    folder_started = time.perf_counter()
     run_dir = _run_dir(cfg, runtime, resume_state is not None, held)
+    folder_seconds = time.perf_counter() - folder_started
     # A resume goes on in the same run (one folder, one run in TensorBoard), from the step
     # after its checkpoint's: an epoch, or for a full-batch solver (whose curves are per
     # iteration) an iteration.
@@ -124,6 +127,7 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int, held: ExitStack) -> Fi
     try:
         result = _finish(t, progress, logger, ckpt, stopped_early)
     except KeyboardInterrupt:
+        ckpt.settle()
         logger.close()
         raise KeyboardInterrupt(  # a resume with no epoch left writes the summary again
             f"interrupted while writing the final summary (the checkpoints are complete); "
@@ -132,6 +136,8 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int, held: ExitStack) -> Fi
     timings = t.timings
     timings["logging"] = time.perf_counter() - started - sum(timings.values())
     result.extra["timings"] = dict(timings)
+    logging = {"run_folder": folder_seconds, **logger.seconds, "checkpoints": ckpt.seconds}
+    result.extra["timings_detail"] = stage_parts(timings, t.evaluate_seconds, logging)
     return result
 
 
@@ -238,11 +244,13 @@ def _train(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBoa
         finished = int(progress.history[-1]["epoch"]) if progress.history else progress.epoch
         if ckpt.saved_epoch != finished and ckpt.pending is not None:
             ckpt.save("last.pt", finished, lambda: ckpt.pending)
+        ckpt.settle()
         logger.close()
         if bar is not None:
             bar.close()
         raise KeyboardInterrupt(f"interrupted; {resume_line(ckpt.run_dir)}") from None
     except Exception:
+        ckpt.settle()  # the checkpoints written before the failure, in place
         logger.close()  # flush what was logged up to the failure
         raise
     finally:
@@ -274,7 +282,7 @@ def _epochs(t: Training, progress: Progress, ckpt: Checkpoints, logger: TensorBo
             record["lr"] = t.optimizer.param_groups[0]["lr"]
         record["grad_norm"] = grad_norm  # a full-batch solver's: max|grad| (see README)
         started = time.perf_counter()
-        val = evaluate(t.model, t.objective, *t.val, t.runtime)
+        val = evaluate(t.model, t.objective, *t.val, t.runtime, t.evaluate_seconds)
         t.timings["evaluate"] += time.perf_counter() - started
         record.update({f"val/{k}": v for k, v in val.items()})
         monitored = val.get("loss", train_loss)
@@ -369,13 +377,14 @@ def _should_stop(t: Training, progress: Progress) -> bool:
 
 def _finish(t: Training, progress: Progress, logger: TensorBoardLogger, ckpt: Checkpoints,
             stopped_early: bool) -> FitResult:
+    final = (start_final(logger, t.model, *t.val, t.runtime, t.data.label_map)
+             if progress.history else None)  # the figures begin now: the model is final
     started = time.perf_counter()
-    test = evaluate(t.model, t.objective, *t.test, t.runtime) or None
+    test = evaluate(t.model, t.objective, *t.test, t.runtime, t.evaluate_seconds) or None
     t.timings["evaluate"] += time.perf_counter() - started
     history = progress.history
-    best = min(history, key=lambda r: r.get("val/loss", r["train/loss"])) if history else {}
-    if history and t.best_is_last:
-        best = history[-1]
+    best = ((history[-1] if t.best_is_last else  # a solver's optimum, unless validation picks
+             min(history, key=lambda r: r.get("val/loss", r["train/loss"]))) if history else {})
     t.ending = run_ending(t.cfg, progress, t.solve if t.solver else None, len(t.val[0]) > 0,
                           stopped_early, best)
     if history:  # the checkpoints say how the run ended, too
@@ -384,7 +393,8 @@ def _finish(t: Training, progress: Progress, logger: TensorBoardLogger, ckpt: Ch
         ckpt.add_ending("best.pt", partial(t.ending.stamp, solver=t.solver))
     logger.log_text("ending", t.ending.message)
     log_final(logger, t.cfg, t.model, t.objective, history, test, *t.val, t.runtime,
-              t.data.label_map, t.ending)
+              t.data.label_map, t.ending, final)
+    ckpt.flush()  # every checkpoint in place before the run reports
     logger.close()
     return FitResult(model=t.model, history=history, best=best, test=test,
                      run_dir=ckpt.run_dir, stopped_early=stopped_early, ending=t.ending)

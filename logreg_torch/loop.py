@@ -7,6 +7,7 @@ here, so L-BFGS sees exactly the single-process objective.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import torch
@@ -253,16 +254,25 @@ HOST_METRICS_ROWS = 1 << 16
 
 @torch.no_grad()
 def evaluate(model: nn.Module, objective: Objective, X: Tensor, y: Tensor,
-             runtime: Runtime | None = None) -> dict[str, float]:
-    """Loss (the training criterion, without penalty) and every metric on one split."""
-    from logreg_torch.metrics import binary_metrics  # torchmetrics is slow to import
+             runtime: Runtime | None = None,
+             seconds: dict[str, float] | None = None) -> dict[str, float]:
+    """Loss (the training criterion, without penalty) and every metric on one split.
+    ``seconds`` (--timings' finer entries) gets the time of the ``predict`` and ``metrics``
+    parts added."""
+    from logreg_torch.metrics import binary_metrics
 
     if len(X) == 0:
         return {}
+    started = time.perf_counter()
     logits = predict_logits(model, X, runtime)
     loss = objective.data_loss(logits, y).reshape(1).to(logits.dtype)
     probs = torch.sigmoid(logits)
     if probs.is_cuda and len(probs) <= HOST_METRICS_ROWS:
         n = len(probs)
         loss, probs, y = torch.cat([loss, probs, y.to(probs.dtype)]).cpu().split([1, n, n])
-    return {"loss": float(loss), **binary_metrics(probs, y)}
+    predicted = time.perf_counter()
+    metrics = {"loss": float(loss), **binary_metrics(probs, y)}
+    if seconds is not None:
+        seconds["predict"] = seconds.get("predict", 0.0) + predicted - started
+        seconds["metrics"] = seconds.get("metrics", 0.0) + time.perf_counter() - predicted
+    return metrics

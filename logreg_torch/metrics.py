@@ -4,9 +4,12 @@
 [0, 1] cannot be told apart from probabilities, so we do not guess (torchmetrics would silently
 apply a sigmoid to values outside [0, 1]; we raise instead).
 
-``torchmetrics`` is imported inside ``binary_metrics``: importing it costs about 2.5 s on top of
-``import torch`` (it pulls in scipy and matplotlib), which the CLI should not pay for
-``--help`` or ``config``.
+The nine metrics are a few tensor ops each, written here rather than taken from torchmetrics:
+importing ``torchmetrics.functional.classification`` cost 1.2-1.7 s on top of ``import torch``
+on the project's 2-core machine (it pulls in scipy.signal and its audio metrics), for metrics
+that take ~2 ms over the 200 rows of ``configs/default.yaml`` (``scripts/bench_metrics.py``).
+``tests/test_metrics.py`` checks each against scikit-learn and torchmetrics (ties, one class,
+all-equal scores, large N, CUDA).
 """
 
 from __future__ import annotations
@@ -66,7 +69,8 @@ def binary_metrics(probs: Tensor, targets: Tensor) -> dict[str, float]:
     """Metrics for a whole split from probabilities ``P(y = 1)`` and 0/1 targets.
 
     Keys (in order): ``log_loss, accuracy, precision, recall, f1, roc_auc, average_precision,
-    brier, ece``. Label metrics use ``probs >= 0.5``. ``ece`` is torchmetrics'
+    brier, ece``. Label metrics use ``probs >= 0.5``. ``roc_auc`` and ``average_precision``
+    are scikit-learn's (tied scores form one threshold); ``ece`` is torchmetrics'
     ``BinaryCalibrationError(n_bins=15, norm="l1")``. Works for CPU and CUDA tensors; the values
     come back as Python floats (two host syncs in all: the input checks, then every value).
 
@@ -81,28 +85,8 @@ def binary_metrics(probs: Tensor, targets: Tensor) -> dict[str, float]:
     non-binary targets.
     """
     p, t, n_pos = _check_inputs(probs, targets)
-    both_classes = 0 < n_pos < t.numel()
-
-    # Lazy: see the module docstring. Ctrl-C must not cut the import half-way (a torch
-    # extension left half-registered breaks every later import in the process).
-    from logreg_torch.interrupts import critical
-
-    with critical():
-        from torchmetrics.functional.classification import (
-            binary_accuracy,
-            binary_auroc,
-            binary_average_precision,
-            binary_calibration_error,
-            binary_f1_score,
-            binary_precision,
-            binary_recall,
-        )
-
-    # Labels are thresholded here with >= (torchmetrics uses >) so that metrics agree with
-    # model.predict at probs == 0.5 exactly. Integer preds are used by torchmetrics as labels.
-    labels = (p >= THRESHOLD).long()
-    nan = torch.tensor(math.nan, dtype=torch.float64, device=p.device)
     tf = t.to(torch.float64)
+    n = p.numel()
 
     # Same clamp as torch.nn.functional.binary_cross_entropy: log terms >= -100, so a confident
     # wrong prediction costs 100 instead of inf.
@@ -110,23 +94,79 @@ def binary_metrics(probs: Tensor, targets: Tensor) -> dict[str, float]:
     log_1mp = torch.log1p(-p).clamp(min=-100)
     log_loss = -(tf * log_p + (1 - tf) * log_1mp).mean()
 
-    # Our own checks above are stricter than torchmetrics', so skip its (syncing) validation.
-    kw = {"validate_args": False}
+    # Labels with >= (torchmetrics thresholds with >): the metrics agree with model.predict at
+    # probs == 0.5 exactly.
+    predicted = (p >= THRESHOLD).to(torch.float64)
+    tp = (predicted * tf).sum()
+    fp = predicted.sum() - tp
+    fn = n_pos - tp
+    if 0 < n_pos < n:
+        roc_auc, average_precision = _ranking(p, tf, n_pos)
+    else:  # undefined with one class (see the docstring)
+        roc_auc = average_precision = p.new_tensor(math.nan)
     values = {
         "log_loss": log_loss,
-        "accuracy": binary_accuracy(labels, t, **kw),
-        "precision": binary_precision(labels, t, zero_division=0, **kw),
-        "recall": binary_recall(labels, t, zero_division=0, **kw),
-        "f1": binary_f1_score(labels, t, zero_division=0, **kw),
-        # Undefined with one class (see docstring); skipping the call also avoids its warnings.
-        "roc_auc": binary_auroc(p, t, **kw) if both_classes else nan,
-        "average_precision": binary_average_precision(p, t, **kw) if both_classes else nan,
+        "accuracy": (n - fp - fn) / n,
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "roc_auc": roc_auc,
+        "average_precision": average_precision,
         "brier": ((p - tf) ** 2).mean(),
-        "ece": binary_calibration_error(p, t, n_bins=ECE_BINS, norm="l1", **kw),
+        "ece": calibration_error(p, tf, ECE_BINS),
     }
     # One stack + .tolist() = a single device-to-host transfer (one CUDA sync).
-    floats = torch.stack([v.to(torch.float64) for v in values.values()]).tolist()
+    floats = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=p.device)
+                          for v in values.values()]).tolist()
     return dict(zip(values, floats, strict=True))
+
+
+def _ratio(num: Tensor, den: Tensor) -> Tensor:
+    """num / den, 0 where den is 0 (scikit-learn's ``zero_division=0``); no host sync."""
+    return torch.where(den > 0, num / den.clamp(min=1), torch.zeros_like(num))
+
+
+def _ranking(p: Tensor, t: Tensor, n_pos: int) -> tuple[Tensor, Tensor]:
+    """(ROC AUC, average precision) of float64 scores ``p`` against 0/1 targets ``t`` (both
+    classes present), as scikit-learn computes them: one point of the ROC and PR curves per
+    distinct score, taken from the highest down, so tied scores move together.
+
+    Sync-free, with no data-dependent shapes: the rows sorted by score, each tie group gets an
+    index (a cumulative sum of "a new score starts here"), and the positives and negatives of
+    each group are summed into a buffer of n slots (the groups past the last stay empty and add
+    nothing). With TP_g and FP_g the counts at and above group g: ROC AUC is the trapezoids
+    sum_g FP-step_g * (TP_{g-1} + TP_g) / 2 / (P N); average precision is
+    sum_g TP-step_g / P * TP_g / (TP_g + FP_g)."""
+    n = p.numel()
+    order = torch.argsort(p, descending=True, stable=True)
+    p_sorted, t_sorted = p[order], t[order]
+    new_group = torch.ones(n, dtype=torch.long, device=p.device)
+    new_group[1:] = (p_sorted[1:] != p_sorted[:-1]).long()
+    group = torch.cumsum(new_group, 0) - 1
+    pos = torch.zeros(n, dtype=torch.float64, device=p.device).index_add_(0, group, t_sorted)
+    neg = torch.zeros_like(pos).index_add_(0, group, 1 - t_sorted)
+    tps, fps = torch.cumsum(pos, 0), torch.cumsum(neg, 0)
+    tps_before = tps - pos
+    n_neg = n - n_pos
+    roc_auc = (neg * (tps_before + tps)).sum() / (2.0 * n_pos * n_neg)
+    # Past the last group tps + fps == n > 0, and pos is 0 there.
+    average_precision = (pos * tps / (tps + fps)).sum() / n_pos
+    return roc_auc, average_precision
+
+
+def calibration_error(p: Tensor, t: Tensor, n_bins: int = ECE_BINS) -> Tensor:
+    """L1 expected calibration error of float64 probabilities ``p`` against 0/1 targets ``t``,
+    as torchmetrics' ``binary_calibration_error``: bins ``linspace(0, 1, n_bins + 1)``,
+    right-closed (``bucketize(right=True) - 1``), so that a probability of exactly 1.0 has a
+    bin of its own; sum over bins of |mean target - mean probability| * share of rows."""
+    edges = torch.linspace(0, 1, n_bins + 1, dtype=p.dtype, device=p.device)
+    idx = torch.bucketize(p, edges, right=True) - 1
+    count = torch.zeros(n_bins + 1, dtype=p.dtype, device=p.device)
+    count.scatter_add_(0, idx, torch.ones_like(p))
+    conf = torch.zeros_like(count).scatter_add_(0, idx, p)
+    acc = torch.zeros_like(count).scatter_add_(0, idx, t)
+    filled = count.clamp(min=1)
+    return ((acc / filled - conf / filled).abs() * count).sum() / count.sum()
 
 
 def format_metrics_table(metrics: dict[str, float], digits: int = 4,

@@ -1,8 +1,9 @@
-"""A run on disk and what it reports: the run folder, the checkpoint state and its saving, the
-final TensorBoard summary, and ``FitResult``."""
+"""A run on disk and what it reports: the run folder, the checkpoint state and its saving, how
+it ended, and ``FitResult`` (its final TensorBoard summary: logreg_torch.report)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -13,15 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from logreg_torch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from logreg_torch.config import FULL_BATCH_SOLVERS, Config, ConfigError
+from logreg_torch.checkpoint import (
+    BackgroundCommits,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    write_error,
+)
+from logreg_torch.config import Config, ConfigError
 from logreg_torch.data import Prepared
-from logreg_torch.objective import Objective
-from logreg_torch.predict import predict_proba
-from logreg_torch.runtime import Runtime, rng_state
-from logreg_torch.tracking import TensorBoardLogger
+from logreg_torch.runtime import rng_state
 
 
 class TrainingError(RuntimeError):
@@ -159,6 +163,18 @@ def new_run_dir(cfg: Config) -> Path:
     raise TrainingError(f"could not create a run folder next to {base}")
 
 
+def stage_parts(timings: dict[str, float], evaluate: dict[str, float],
+                logging: dict[str, float]) -> dict[str, dict[str, float]]:
+    """--timings' finer entries: the parts of the evaluate and logging stages, each with an
+    ``other`` part (what no named part measured), so that they add up to the stage."""
+    parts = {"evaluate": {"predict": evaluate.get("predict", 0.0),
+                          "metrics": evaluate.get("metrics", 0.0)},
+             "logging": dict(logging)}
+    for stage, named in parts.items():
+        named["other"] = timings[stage] - sum(named.values())
+    return parts
+
+
 # ----------------------------------------------------------------------------- checkpoint state
 
 
@@ -268,32 +284,67 @@ class Checkpoints:
     # A copy of the last finished epoch's state while last.pt holds an older one
     # (train.checkpoint_every > 1): what Ctrl-C writes, rather than a model mid-epoch.
     pending: dict[str, Any] | None = None
+    seconds: float = 0.0  # spent saving and copying states: --timings' "checkpoints"
+    # Each file's fsync and rename run while the next epoch trains; a save first waits for
+    # the ones before, so that the files on disk at any moment are what they were before.
+    commits: BackgroundCommits = field(default_factory=BackgroundCommits)
 
     def keep_unsaved(self, epoch: int, state: Callable[[], dict[str, Any]]) -> None:
         """After an epoch (or before the first): copy its state unless last.pt holds it."""
         if self.is_main:
+            started = time.perf_counter()
             self.pending = None if self.saved_epoch == epoch else copy.deepcopy(state())
+            self.seconds += time.perf_counter() - started
 
     def save(self, name: str, epoch: int, state: Callable[[], dict[str, Any]]) -> None:
+        self.flush()  # so that a kill or a failure finds every earlier file in place
+        started = time.perf_counter()
         if self.is_main:
             try:
-                save_checkpoint(state(), self.run_dir / name)
+                save_checkpoint(state(), self.run_dir / name, self.commits,
+                                info=(self.run_dir / name, epoch, self.last_good))
             except CheckpointError as e:  # a full disk, say: going on would lose more epochs
-                good = self.last_good or "none was written yet"
-                raise TrainingError(f"{e}; training stopped at epoch {epoch}; last good "
-                                    f"checkpoint: {good}") from None
+                raise _stopped(e, epoch, self.last_good) from None
         if name == "last.pt":
             self.saved_epoch = epoch
             self.last_good = self.run_dir / "last.pt"
+        self.seconds += time.perf_counter() - started
+
+    def flush(self) -> None:
+        """Wait until every checkpoint saved is in place; a write that failed meanwhile
+        stops the run as a failed ``save`` does."""
+        started = time.perf_counter()
+        failed = self.commits.wait()
+        self.seconds += time.perf_counter() - started
+        if failed is not None:
+            error, (path, epoch, last_good) = failed
+            self.commits.failed = None  # reported once
+            raise _stopped(write_error(error, path), epoch, last_good)
 
     def add_ending(self, name: str, ending: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         """Write how the run ended, as ``ending(state)`` tells it for the weights that
         checkpoint holds, into a checkpoint written earlier (best.pt)."""
+        self.flush()
+        started = time.perf_counter()
         path = self.run_dir / name
         if self.is_main and path.exists():
             state = load_checkpoint(path)
             state["ending"] = ending(state)
-            save_checkpoint(state, path)
+            save_checkpoint(state, path, self.commits,
+                            info=(path, state["epoch"], self.last_good))
+        self.seconds += time.perf_counter() - started
+
+    def settle(self) -> None:
+        """``flush`` on the way out of a run that is already failing or interrupted: its
+        own error is the one to report."""
+        with contextlib.suppress(TrainingError):
+            self.flush()
+
+
+def _stopped(error: CheckpointError, epoch: int, last_good: Path | None) -> TrainingError:
+    good = last_good or "none was written yet"
+    return TrainingError(f"{error}; training stopped at epoch {epoch}; last good checkpoint: "
+                         f"{good}")
 
 
 # ----------------------------------------------------------------------------- divergence
@@ -332,59 +383,3 @@ def diverged(why: str, epoch: int, step: int, last_good: Path | None,
 # so it opens on train/loss (then train/lr), then val/..., and last the weights group: the
 # gradient norm beside the weight histograms.
 TAGS = {"lr": "train/lr", "grad_norm": "weights/grad_norm"}
-# The HParams tab's metric columns (it ticks the first five), the same for every run.
-HPARAM_METRICS = ("val/loss", "val/accuracy", "val/roc_auc", "val/log_loss", "train/loss",
-                  "val/precision", "val/recall", "val/f1", "val/average_precision",
-                  "val/brier", "val/ece")
-METRIC_DESCRIPTIONS = {
-    "val/loss": "the training criterion on the validation split (pos_weight and label "
-                "smoothing included, no l1/l2 penalty)",
-    "val/log_loss": "plain log loss of the probabilities against the true 0/1 labels",
-    "train/loss": "mean training criterion over the last epoch (no l1/l2 penalty)",
-}
-
-
-def log_final(logger: TensorBoardLogger, cfg: Config, model: nn.Module, objective: Objective,
-              history: list[dict[str, float]], test: dict[str, float] | None, Xv: Tensor,
-              yv: Tensor, runtime: Runtime, label_map: dict[str, int] | None = None,
-              ending: Ending | None = None) -> None:
-    """The run's hyperparameters (its curves as metrics) and how it ended, the test metrics
-    as text, and the validation PR curve and figures, labelled with the class names, once
-    training is over."""
-    if not history:
-        return
-    from logreg_torch.tracking import class_names, run_hparams
-
-    hparams, blank = run_hparams(dataclasses.asdict(cfg)), set()
-    if cfg.optim.name in FULL_BATCH_SOLVERS:
-        blank.add("optim.lr")  # unused by their line searches: an empty cell, not a number
-    # How it ended, as columns beside the settings: the same columns for every run (the tab
-    # takes them from one run), empty where a fact does not apply.
-    hparams["ending.kind"] = ending.kind if ending is not None else "unknown"
-    for key in ("iterations", "grad_max"):
-        value = None if ending is None else getattr(ending, key)
-        hparams[f"ending.{key}"] = 0.0 if value is None else float(value)
-        if value is None:
-            blank.add(f"ending.{key}")
-    logger.log_hparams(hparams, HPARAM_METRICS, descriptions=METRIC_DESCRIPTIONS, blank=blank)
-    if test:
-        from logreg_torch.metrics import format_metrics_table
-
-        logger.log_text("test_metrics", "```\n" + format_metrics_table(test) + "\n```")
-    if len(Xv):
-        names = class_names(label_map)
-        step = int(history[-1]["epoch"])
-        probs = predict_proba(model, Xv, runtime)
-        logger.log_pr_curve("val/pr_curve", probs, yv, step, positive=names[1])
-        from logreg_torch.tracking import (
-            figures_available,
-            pr_curve_figure,
-            probability_histogram_figure,
-            reliability_figure,
-        )
-
-        if figures_available():
-            logger.log_figure("val/reliability", reliability_figure(probs, yv, names=names), step)
-            logger.log_figure("val/probability_histogram",
-                              probability_histogram_figure(probs, yv, names), step)
-            logger.log_figure("val/precision_recall", pr_curve_figure(probs, yv, names), step)

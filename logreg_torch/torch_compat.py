@@ -66,15 +66,61 @@ def _torch_disabled_methods(cls: type) -> list[Callable[..., Any]]:
     return found
 
 
+def _lazy_use_grad(use_grad: Callable[..., Any]) -> Callable[..., Any]:
+    """``step`` as ``_use_grad_for_differentiable`` makes it, less its ``import torch._dynamo``
+    while nothing compiles: its two ``torch._dynamo.graph_break()`` calls do nothing outside a
+    trace, and the grad mode is set and restored as there."""
+    inner = use_grad.__wrapped__
+
+    @functools.wraps(inner)
+    def step(self, *args: Any, **kwargs: Any) -> Any:
+        if "torch._dynamo" in sys.modules:  # something may compile: torch's own path
+            return use_grad(self, *args, **kwargs)
+        prev = torch.is_grad_enabled()
+        try:
+            torch.set_grad_enabled(self.defaults["differentiable"])
+            return inner(self, *args, **kwargs)
+        finally:
+            torch.set_grad_enabled(prev)
+
+    step.lazy_use_grad = use_grad
+    return step
+
+
+def _defer_step_imports() -> None:
+    """Every ``torch.optim`` optimizer whose ``step`` is wrapped by ``_use_grad`` (Adam, AdamW,
+    SGD, ...: it imports ``torch._dynamo`` at the first step, ~1 s of a 20-epoch run) gets the
+    lazy one. A class already stepped has torch's profiling hook around it: kept around ours."""
+    from torch.optim import optimizer as torch_optimizer
+
+    probe = torch_optimizer._use_grad_for_differentiable(lambda self: None).__code__
+    for name in dir(torch.optim):
+        cls = getattr(torch.optim, name)
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+            continue
+        step = cls.__dict__.get("step")
+        hooked = getattr(step, "hooked", False)
+        use_grad = getattr(step, "__wrapped__", None) if hooked else step
+        if getattr(use_grad, "__code__", None) is not probe:
+            continue  # not torch's wrapper (LBFGS, or a layout this module does not know)
+        lazy = _lazy_use_grad(use_grad)
+        if hooked:
+            lazy = torch_optimizer.Optimizer.profile_hook_step(lazy)
+            lazy.hooked = True
+        cls.step = lazy
+
+
 def defer_dynamo_import() -> None:
-    """Let the optimizers' dynamo-disabled methods skip importing ``torch._dynamo`` while
-    nothing compiles (see the module docstring). Idempotent; cheap after the first call."""
+    """Let the optimizers' dynamo-disabled methods and their ``step`` skip importing
+    ``torch._dynamo`` while nothing compiles (see the module docstring). Idempotent; cheap
+    after the first call."""
     global _done
     if _done:
         return
     for fn in _torch_disabled_methods(torch.optim.Optimizer):
         if getattr(fn, _HOOK, None) is None:  # not yet called: torch has cached nothing
             setattr(fn, _HOOK, _lazy_disable(fn))
+    _defer_step_imports()
     _done = True
 
 

@@ -1,18 +1,19 @@
-"""TensorBoard logging behind one small interface, plus matplotlib figure builders.
+"""TensorBoard logging behind one small interface (the figures it logs: logreg_torch.figures).
 
 Tags are hierarchical (``train/loss``, ``val/accuracy``, ``weights/linear.weight``) so
 TensorBoard groups them; Time Series sorts the groups by name, so ``train`` and ``val`` come
 before ``weights``. Only the main process writes: other ranks build the logger with
-``enabled=False`` and every call is a no-op (no folder, no file). matplotlib is imported only
-by the figure builders (drawing is the slow part of a tiny run, not the import).
+``enabled=False`` and every call is a no-op (no folder, no file).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib.util
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,12 +96,14 @@ def run_hparams(config: Mapping[str, Any] | Any) -> dict[str, HParamValue]:
 
 def _uncut(method: Callable) -> Callable:
     """Ctrl-C waits for the writer call to finish: cut inside SummaryWriter, it can leave its
-    background thread writing to a file already closed."""
+    background thread writing to a file already closed. The call's seconds count as the
+    logger's ``events`` (``log_figure``'s: ``figures``)."""
+    part = "figures" if method.__name__ in ("log_figure", "log_image") else "events"
 
     @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with critical():
-            return method(*args, **kwargs)
+    def wrapper(self: TensorBoardLogger, *args: Any, **kwargs: Any) -> Any:
+        with critical(), self.timed(part):
+            return method(self, *args, **kwargs)
 
     return wrapper
 
@@ -120,11 +123,29 @@ class TensorBoardLogger:
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self._writer = None
+        # Seconds spent writing events and drawing figures: --timings' finer entries.
+        self.seconds = {"events": 0.0, "figures": 0.0}
+        self._timing = False
         if enabled:
-            # Imported here so that disabled ranks never load the tensorboard package.
-            from torch.utils.tensorboard import SummaryWriter
+            with self.timed("events"):
+                # Imported here so that disabled ranks never load the tensorboard package.
+                from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
+                self._writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
+
+    @contextlib.contextmanager
+    def timed(self, part: str) -> Iterator[None]:
+        """Count the seconds of the block as ``part`` (``events`` or ``figures``); a block
+        inside another counts once, as the outer one's."""
+        if self._timing:
+            yield
+            return
+        self._timing, started = True, time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] += time.perf_counter() - started
+            self._timing = False
 
     @_uncut
     def log(self, tag: str, value: float | Tensor, step: int) -> None:
@@ -186,9 +207,17 @@ class TensorBoardLogger:
 
     @_uncut
     def log_figure(self, tag: str, figure: Figure, step: int) -> None:
-        """A matplotlib figure, rendered to an image; the figure is closed afterwards."""
+        """A matplotlib figure, rendered to an image by the Agg canvas (figures.render)."""
         if self._writer is not None:
-            self._writer.add_figure(tag, figure, global_step=step, close=True)
+            from logreg_torch.figures import render
+
+            self._writer.add_image(tag, render(figure), global_step=step, dataformats="CHW")
+
+    @_uncut
+    def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """An image: uint8 RGB, channels first (CHW), as ``figures.render`` draws one."""
+        if self._writer is not None:
+            self._writer.add_image(tag, image, global_step=step, dataformats="CHW")
 
     @_uncut
     def log_custom_scalars_layout(
@@ -272,113 +301,3 @@ def figures_available() -> bool:
     """True when matplotlib can be imported: a dependency, looked up here so that the import
     itself waits for the first figure (and tests of tiny runs can skip the drawing)."""
     return importlib.util.find_spec("matplotlib") is not None
-
-
-def _new_figure(figsize: tuple[float, float]) -> Figure:
-    # matplotlib.figure.Figure, not pyplot: no global figure registry to leak from, and no
-    # GUI backend needed on a headless machine.
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=figsize, layout="constrained")
-
-
-def class_names(label_map: Mapping[str, int] | None) -> tuple[str, str]:
-    """("cardigan", "jacket") from a checkpoint's label map ({"cardigan": 0, "jacket": 1});
-    ("0", "1") without one."""
-    names = ["0", "1"]
-    for label, cls in (label_map or {}).items():
-        names[int(cls)] = str(label)
-    return names[0], names[1]
-
-
-def _binned(p: np.ndarray, t: np.ndarray, n_bins: int):
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
-    count = np.bincount(idx, minlength=n_bins)
-    filled = count > 0
-    mean_prob = np.bincount(idx, weights=p, minlength=n_bins)[filled] / count[filled]
-    frac_pos = np.bincount(idx, weights=t, minlength=n_bins)[filled] / count[filled]
-    return edges, filled, mean_prob, frac_pos
-
-
-def reliability_figure(probs: ArrayLike, targets: ArrayLike, n_bins: int = 15,
-                       names: Sequence[str] = ("0", "1")) -> Figure:
-    """Reliability diagram: per bin of predicted probability, the fraction of positives.
-
-    Bins are those of the ``ece`` metric: ``linspace(0, 1, n_bins + 1)``, right-closed
-    bucketing as torchmetrics does (a probability of exactly 1.0 is drawn in the top bin).
-    Bars span each bin; the dots sit at the bin's mean predicted probability. ``names`` are
-    the class labels (0, 1), e.g. ``("cardigan", "jacket")``.
-    """
-    p = _to_numpy(probs).astype(np.float64)
-    t = _to_numpy(targets).astype(np.float64)
-    edges, filled, mean_prob, frac_pos = _binned(p, t, n_bins)
-    positive = names[1]
-
-    fig = _new_figure((5.0, 5.0))
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfectly calibrated")
-    ax.bar(edges[:-1][filled], frac_pos, width=1.0 / n_bins, align="edge", edgecolor="black",
-           alpha=0.6, label="fraction of positives, per bin")
-    ax.plot(mean_prob, frac_pos, "o-", color="C1",
-            label="fraction of positives at the bin's\nmean predicted probability")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel(f"predicted probability of {positive!r}")
-    ax.set_ylabel(f"fraction of positives (true {positive!r})")
-    ax.set_title(f"Reliability ({n_bins} bins, n = {p.size})")
-    ax.legend(loc="upper left", fontsize="small")
-    return fig
-
-
-def probability_histogram_figure(probs: ArrayLike, targets: ArrayLike,
-                                 names: Sequence[str] = ("0", "1")) -> Figure:
-    """Histograms of predicted probabilities, one per true class, with the 0.5 threshold."""
-    p = _to_numpy(probs).astype(np.float64)
-    t = _to_numpy(targets)
-    bins = np.linspace(0.0, 1.0, 21)
-    fig = _new_figure((6.0, 4.0))
-    ax = fig.add_subplot()
-    for cls, color in ((0, "C0"), (1, "C3")):
-        ax.hist(p[t == cls], bins=bins, alpha=0.6, color=color,
-                label=f"true class {cls}: {names[cls]}")
-    ax.axvline(0.5, color="black", linestyle="--", linewidth=1, label="threshold 0.5")
-    ax.set_xlim(0, 1)
-    ax.set_xlabel(f"predicted probability of {names[1]!r} (class 1)")
-    ax.set_ylabel("count")
-    ax.set_title("Predicted probabilities by true class")
-    ax.legend()
-    return fig
-
-
-def precision_recall(probs: ArrayLike, targets: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """(precision, recall) at every distinct probability threshold, highest first; no
-    positives gives recall 0."""
-    p = _to_numpy(probs).astype(np.float64)
-    t = _to_numpy(targets).astype(np.float64)
-    order = np.argsort(-p, kind="stable")
-    p, t = p[order], t[order]
-    last = np.r_[np.flatnonzero(np.diff(p)), p.size - 1]  # the last row of each tie
-    tp = np.cumsum(t)[last]
-    precision = tp / (last + 1)
-    recall = tp / max(t.sum(), 1.0)
-    return precision, recall
-
-
-def pr_curve_figure(probs: ArrayLike, targets: ArrayLike,
-                    names: Sequence[str] = ("0", "1")) -> Figure:
-    """Precision against recall for class 1 (``names[1]``), with the positives' base rate."""
-    precision, recall = precision_recall(probs, targets)
-    base = float(_to_numpy(targets).astype(np.float64).mean()) if precision.size else 0.0
-    fig = _new_figure((5.0, 4.5))
-    ax = fig.add_subplot()
-    ax.step(np.r_[0.0, recall], np.r_[1.0, precision], where="post", color="C0",
-            label="model")
-    ax.axhline(base, color="gray", linestyle="--", label=f"always {names[1]!r} ({base:.2f})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel(f"recall (share of true {names[1]!r} found)")
-    ax.set_ylabel(f"precision (share of predicted {names[1]!r} that are)")
-    ax.set_title(f"Precision-recall, positive class {names[1]!r}")
-    ax.legend(loc="lower left")
-    return fig

@@ -44,6 +44,8 @@ class Training:
     # seconds spent so far: data, setup (the rest of set_up), train (epochs), evaluate
     timings: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(("data", "setup", "train", "evaluate"), 0.0))
+    # seconds within the evaluate stage: predict (logits, loss) and metrics
+    evaluate_seconds: dict[str, float] = field(default_factory=dict)
     solve: SolveState = field(default_factory=SolveState)  # full-batch solvers
     ending: Ending | None = None  # once the run has ended
     step_graph: StepGraph | None = None  # train.cuda_graphs: the captured minibatch step

@@ -258,6 +258,31 @@ def test_full_disk_at_the_first_write_leaves_no_checkpoint(tmp_path, monkeypatch
     assert no_temp_files(run)
 
 
+def test_full_disk_at_a_background_fsync_stops_the_run_at_that_epoch(tmp_path,
+                                                                      monkeypatch) -> None:
+    """A checkpoint's fsync and rename run in a thread (logreg_torch.checkpoint.
+    BackgroundCommits): when one fails, the run stops at the next save with the same line,
+    and the file it would have replaced is as it was."""
+    import logreg_torch.checkpoint as checkpoint
+
+    run, real_commit = tmp_path / "run", checkpoint.commit
+
+    def commit(tmp, path):
+        if Path(path).name == "last.pt" and torch.load(tmp, weights_only=False)["epoch"] == 3:
+            tmp.unlink()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_commit(tmp, path)
+
+    monkeypatch.setattr(checkpoint, "commit", commit)
+    with pytest.raises(TrainingError) as info:
+        fit(load_config(None, [*TINY, "train.epochs=5", f"log.run_dir={run}"]))
+    for part in (f"cannot write checkpoint {run / 'last.pt'}", "(ENOSPC)",
+                 "training stopped at epoch 3", f"last good checkpoint: {run / 'last.pt'}"):
+        assert part in str(info.value), str(info.value)
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+    assert no_temp_files(run)
+
+
 # ============================================================================ divergence
 
 def test_divergence_stops_with_one_line_naming_the_last_good_checkpoint(tmp_path,

@@ -1,4 +1,6 @@
-"""metrics.py against scikit-learn, torchmetrics and a direct numpy ECE."""
+"""metrics.py against scikit-learn, torchmetrics and a direct numpy ECE: our own nine metrics
+(logreg_torch/metrics.py says why they are not torchmetrics') on random scores, ties, one
+class, all-equal scores, a large split, and on CUDA."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pytest
 import torch
 from sklearn import metrics as skm
 from torchmetrics.classification import BinaryCalibrationError
+from torchmetrics.functional import classification as tmf
 
 from logreg_torch.metrics import METRIC_NAMES, binary_metrics, format_metrics_table
 
@@ -174,6 +177,112 @@ def test_format_metrics_table() -> None:
     assert len({len(line) for line in lines}) == 1  # right-aligned values: equal widths
 
 
+def _sklearn(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
+    labels = (p >= 0.5).astype(int)
+    return {
+        "accuracy": skm.accuracy_score(t, labels),
+        "precision": skm.precision_score(t, labels, zero_division=0),
+        "recall": skm.recall_score(t, labels, zero_division=0),
+        "f1": skm.f1_score(t, labels, zero_division=0),
+        "roc_auc": skm.roc_auc_score(t, p),
+        "average_precision": skm.average_precision_score(t, p),
+        "brier": skm.brier_score_loss(t, p),
+    }
+
+
+def _torchmetrics(probs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """torchmetrics' functions on the same inputs; labels thresholded with >= as ours (an
+    integer tensor is taken as labels), ranking metrics on the float64 scores."""
+    labels = (probs >= 0.5).long()
+    values = {
+        "accuracy": tmf.binary_accuracy(labels, targets),
+        "precision": tmf.binary_precision(labels, targets, zero_division=0),
+        "recall": tmf.binary_recall(labels, targets, zero_division=0),
+        "f1": tmf.binary_f1_score(labels, targets, zero_division=0),
+        "roc_auc": tmf.binary_auroc(probs, targets),
+        "average_precision": tmf.binary_average_precision(probs, targets),
+        "ece": tmf.binary_calibration_error(probs, targets, n_bins=15, norm="l1"),
+    }
+    return {k: float(v) for k, v in values.items()}
+
+
+# torchmetrics returns its label metrics in float32 (0.4 comes back as 0.4000000059604645)
+TM_TOL = 1e-7
+
+
+@pytest.mark.parametrize(("seed", "n", "kind"), CASES)
+def test_matches_torchmetrics(seed: int, n: int, kind: str) -> None:
+    probs, targets = _data(seed, n, kind)
+    got = binary_metrics(probs, targets)
+    for name, value in _torchmetrics(probs, targets).items():
+        assert got[name] == pytest.approx(value, abs=TOL), name
+
+
+@pytest.mark.parametrize("value", [0.0, 0.3, 0.5, 1.0])
+def test_all_equal_scores_match_both(value: float) -> None:
+    """One threshold: the ROC curve is the diagonal (AUC 0.5), precision is the base rate."""
+    targets = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1, 1, 1])
+    probs = torch.full((10,), value, dtype=torch.float64)
+    got = binary_metrics(probs, targets)
+    assert got["roc_auc"] == 0.5 and got["average_precision"] == pytest.approx(0.6)
+    for k, v in _sklearn(probs.numpy(), targets.numpy()).items():
+        assert got[k] == pytest.approx(v, abs=1e-12), k
+    for k, v in _torchmetrics(probs, targets).items():
+        assert got[k] == pytest.approx(v, abs=TM_TOL), k
+
+
+@pytest.mark.parametrize("cls", [0, 1])
+def test_one_class_label_metrics_and_ece_match_both(cls: int) -> None:
+    """With one class the ranking metrics are nan (tested above); the rest agree with both."""
+    g = torch.Generator().manual_seed(cls)
+    probs = torch.rand(50, generator=g, dtype=torch.float64)
+    targets = torch.full((50,), cls)
+    got = binary_metrics(probs, targets)
+    sk = _sklearn_labels_only(probs.numpy(), targets.numpy())
+    with warnings.catch_warnings():  # torchmetrics: "No negative samples in targets, ..."
+        warnings.simplefilter("ignore")
+        tm = _torchmetrics(probs, targets)
+    for k, v in sk.items():
+        assert got[k] == pytest.approx(v, abs=1e-12), k
+    for k in ("accuracy", "precision", "recall", "f1", "ece"):
+        assert got[k] == pytest.approx(tm[k], abs=TM_TOL), k
+
+
+def _sklearn_labels_only(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
+    labels = (p >= 0.5).astype(int)
+    return {"accuracy": skm.accuracy_score(t, labels),
+            "precision": skm.precision_score(t, labels, zero_division=0),
+            "recall": skm.recall_score(t, labels, zero_division=0),
+            "f1": skm.f1_score(t, labels, zero_division=0),
+            "brier": skm.brier_score_loss(t, p)}
+
+
+def _large(device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """100k rows, scores rounded to 3 decimals: thousands of ties, long tie groups."""
+    probs, targets = _data(7, 100_000, "balanced")
+    return (probs * 1000).round().div(1000).to(device), targets.to(device)
+
+
+def _check_large(probs: torch.Tensor, targets: torch.Tensor) -> None:
+    got = binary_metrics(probs, targets)
+    p, t = probs.cpu().numpy(), targets.cpu().numpy()
+    for k, v in _sklearn(p, t).items():  # float64 sums over 1e5 rows in another order
+        assert got[k] == pytest.approx(v, abs=1e-10), k
+    for k, v in _torchmetrics(probs.cpu(), targets.cpu()).items():
+        assert got[k] == pytest.approx(v, abs=TM_TOL), k
+    assert got["ece"] == pytest.approx(_numpy_ece(p, t), abs=1e-10)
+
+
+def test_large_split_with_ties_matches_both() -> None:
+    _check_large(*_large("cpu"))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_large_split_with_ties_matches_both() -> None:
+    _check_large(*_large("cuda"))
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu() -> None:
@@ -181,4 +290,7 @@ def test_cuda_matches_cpu() -> None:
     cpu = binary_metrics(probs, targets)
     gpu = binary_metrics(probs.cuda(), targets.cuda())
     for k in cpu:
-        assert gpu[k] == pytest.approx(cpu[k], abs=1e-9), k
+        # Every metric is float64 on both devices; only the order of the sums differs (CUDA
+        # reduces in a tree): ~1e-16 relative. The 1e-9 once here failed on a GPU with
+        # torchmetrics' ROC AUC, summed in float32 there (0.97316670 vs 0.97316664).
+        assert gpu[k] == pytest.approx(cpu[k], abs=1e-12), k

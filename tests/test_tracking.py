@@ -11,17 +11,15 @@ import torch
 from tensorboard.backend.event_processing import event_accumulator as ea
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from logreg_torch.model import MLP, LogisticRegression
-from logreg_torch.tracking import (
-    TensorBoardLogger,
+from logreg_torch.figures import (
     class_names,
-    figures_available,
-    flatten_hparams,
     pr_curve_figure,
     precision_recall,
     probability_histogram_figure,
     reliability_figure,
 )
+from logreg_torch.model import MLP, LogisticRegression
+from logreg_torch.tracking import TensorBoardLogger, figures_available, flatten_hparams
 
 needs_matplotlib = pytest.mark.skipif(not figures_available(),
                                       reason="matplotlib not installed (the plots extra)")

@@ -20,7 +20,7 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from logreg_torch.config import load_config
-from logreg_torch.runs import HPARAM_METRICS
+from logreg_torch.report import HPARAM_METRICS
 from logreg_torch.tracking import RUN_HPARAMS, figures_available
 from logreg_torch.train import FitResult, fit
 
