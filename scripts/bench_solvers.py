@@ -58,11 +58,17 @@ def ours(X: torch.Tensor, y: torch.Tensor, solver: str, l2: float,
          budget: int) -> Callable[[], tuple[np.ndarray, float]]:
     """One full-batch solve from zeros as fit runs it (fullbatch.solve_epoch, fast path for
     lbfgs), ``budget`` iterations, tol 0 so that the budget alone says when it stops."""
+    return _solve(X, y, solver, l2, budget, ["optim.tol=0", "optim.fp64_finish=false"])
+
+
+def _solve(X: torch.Tensor, y: torch.Tensor, solver: str, l2: float, max_iter: int,
+           overrides: list[str]) -> Callable[[], tuple[np.ndarray, float]]:
+    """A full-batch solve from zeros as fit runs it, configured by ``overrides``."""
     precision = "fp64" if X.dtype == torch.float64 else "fp32"
     cfg = load_config(None, ["train.device=cpu", f"train.precision={precision}",
-                             f"optim.name={solver}", f"optim.max_iter={budget}", "optim.tol=0",
-                             "optim.fp64_finish=false", "train.batch_size=null",
-                             f"loss.l2={l2!r}", "train.epochs=1"])
+                             f"optim.name={solver}", f"optim.max_iter={max_iter}",
+                             "train.batch_size=null", f"loss.l2={l2!r}", "train.epochs=1",
+                             *overrides])
     runtime = resolve_runtime("cpu", precision)
     objective = make_objective(cfg, y, runtime.device, runtime.dtype)
     rows = Rows(X, y, None, len(X))
@@ -70,7 +76,8 @@ def ours(X: torch.Tensor, y: torch.Tensor, solver: str, l2: float,
     def run() -> tuple[np.ndarray, float]:
         model = LogisticRegression(X.shape[1]).to(runtime.dtype)
         optimizer = make_optimizer(cfg, model)
-        solve_epoch(model, optimizer, objective, rows, runtime, cfg.optim, SolveState(), budget)
+        solve_epoch(model, optimizer, objective, rows, runtime, cfg.optim, SolveState(),
+                    max_iter)
         return (model.linear.weight.detach().double().numpy()[0],
                 float(model.linear.bias.detach()))
 
@@ -245,24 +252,7 @@ def _ours_at_tol(X: torch.Tensor, y: torch.Tensor, solver: str, l2: float, tol: 
                  max_iter: int) -> Callable[[], tuple[np.ndarray, float]]:
     """One full-batch solve from zeros as fit runs it, to max|grad| <= tol (fp32 with the
     float64 finish, the default)."""
-    precision = "fp64" if X.dtype == torch.float64 else "fp32"
-    cfg = load_config(None, ["train.device=cpu", f"train.precision={precision}",
-                             f"optim.name={solver}", f"optim.max_iter={max_iter}",
-                             f"optim.tol={tol!r}", "train.batch_size=null", f"loss.l2={l2!r}",
-                             "train.epochs=1"])
-    runtime = resolve_runtime("cpu", precision)
-    objective = make_objective(cfg, y, runtime.device, runtime.dtype)
-    rows = Rows(X, y, None, len(X))
-
-    def run() -> tuple[np.ndarray, float]:
-        model = LogisticRegression(X.shape[1]).to(runtime.dtype)
-        optimizer = make_optimizer(cfg, model)
-        solve_epoch(model, optimizer, objective, rows, runtime, cfg.optim, SolveState(),
-                    cfg.optim.max_iter)
-        return (model.linear.weight.detach().double().numpy()[0],
-                float(model.linear.bias.detach()))
-
-    return run
+    return _solve(X, y, solver, l2, max_iter, [f"optim.tol={tol!r}"])
 
 
 def _sklearn_at_tol(X64: np.ndarray, y64: np.ndarray, solver: str, C: float, tol: float,
