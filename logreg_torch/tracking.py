@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import Tensor, nn
 
+from logreg_torch.histograms import buckets
 from logreg_torch.interrupts import critical
 
 if TYPE_CHECKING:
@@ -171,12 +172,16 @@ class TensorBoardLogger:
         """
         if self._writer is None:
             return
+        edges = np.asarray(self._writer.default_bins)  # TensorBoard's default buckets
         for name, param in _unwrap(model).named_parameters():
             # float64: the bin edges of float32 values near 1e38 overflow to inf and leave
             # every bin empty.
             values = _to_numpy(param).astype(np.float64)
             if values.size and np.isfinite(values).all():
-                self._writer.add_histogram(f"weights/{name}", values, global_step=step)
+                limits, counts = buckets(values, edges)
+                self._writer.add_histogram_raw(
+                    f"weights/{name}", values.min(), values.max(), len(values), values.sum(),
+                    values.dot(values), limits, counts, global_step=step)
 
     @_uncut
     def log_pr_curve(self, tag: str, probs: ArrayLike, targets: ArrayLike, step: int,
