@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -21,8 +22,12 @@ from logreg_torch.prox_newton import newton_l1
 from logreg_torch.runtime import Runtime
 from logreg_torch.solvers import make_optimizer
 
+if TYPE_CHECKING:
+    from logreg_torch.estimator import LogisticRegression
+    from logreg_torch.inference import CoefficientTable
 
-def objective_of(est, rows: FitRows) -> Objective:
+
+def objective_of(est: LogisticRegression, rows: FitRows) -> Objective:
     """scikit-learn's objective divided by S: the weighted mean loss plus l2 = 1 / (C S)."""
     lam = 1.0 / (float(est.C) * rows.weight_sum)
     return Objective(from_logits=True, pos_weight=None, label_smoothing=0.0,
@@ -30,7 +35,7 @@ def objective_of(est, rows: FitRows) -> Objective:
                      fused=True, weight=rows.weight)
 
 
-def _model(est, d: int, rows: FitRows, start) -> LinearModel:
+def _model(est: LogisticRegression, d: int, rows: FitRows, start) -> LinearModel:
     model = LinearModel(d, bias=est.fit_intercept).to(device=rows.X.device, dtype=rows.X.dtype)
     if start is not None:
         coef, intercept = start
@@ -39,7 +44,7 @@ def _model(est, d: int, rows: FitRows, start) -> LinearModel:
     return model
 
 
-def _printer(est):
+def _printer(est: LogisticRegression):
     if not est.verbose:
         return None
 
@@ -70,14 +75,16 @@ def _threads_for(X: Tensor) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def solve(est, rows: FitRows, objective: Objective, start) -> tuple[Tensor, SolveReport]:
+def solve(est: LogisticRegression, rows: FitRows, objective: Objective,
+          start) -> tuple[Tensor, SolveReport]:
     """Fit the linear model; returns ([w..., b], report); ``rows.handover`` records a
     float32 solve that rounding stopped and float64 finished."""
     with _threads_for(rows.X):
         return _solve(est, rows, objective, start)
 
 
-def _solve(est, rows: FitRows, objective: Objective, start) -> tuple[Tensor, SolveReport]:
+def _solve(est: LogisticRegression, rows: FitRows, objective: Objective,
+           start) -> tuple[Tensor, SolveReport]:
     d = rows.X.shape[1]
     model = _model(est, d, rows, start)
     runtime = Runtime(rows.X.device, rows.X.dtype, None)
@@ -94,8 +101,8 @@ def _solve(est, rows: FitRows, objective: Objective, start) -> tuple[Tensor, Sol
     return flat_params(model), report
 
 
-def _solve_l1(est, model: LinearModel, objective: Objective, data: Rows, runtime: Runtime,
-              lam: float) -> tuple[Tensor, SolveReport]:
+def _solve_l1(est: LogisticRegression, model: LinearModel, objective: Objective, data: Rows,
+              runtime: Runtime, lam: float) -> tuple[Tensor, SolveReport]:
     """Proximal Newton, in float64 whatever the fit's dtype: it resolves the optimum only
     where objective values still differ (float32 stalls near max|grad| 1e-6)."""
     model = model.double()
@@ -112,7 +119,8 @@ def _solve_l1(est, model: LinearModel, objective: Objective, data: Rows, runtime
     return newton_l1(obj, theta, lam, mask, tol=float(est.tol), max_iter=int(est.max_iter))
 
 
-def coefficient_table_of(est, rows: FitRows, alpha: float):
+def coefficient_table_of(est: LogisticRegression, rows: FitRows,
+                         alpha: float) -> CoefficientTable:
     """``logreg-torch summary``'s table for the fitted coefficients, on the fit's rows in
     float64 on the CPU (no standardization: the estimator fits the features as given)."""
     from logreg_torch.inference import coefficient_table
