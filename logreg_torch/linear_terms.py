@@ -55,9 +55,11 @@ class LinearTerms:
         hess = theta.new_zeros(len(theta), len(theta)) if order == 2 else None
         k = self.hessian_stride
         sample = _Sample(-(-self.n_total // k) + 64) if order == 2 and k > 1 else None
+        # l'' of every row only for the full system; the sampled one takes its rows' at the end.
+        row_order = 2 if hess is not None and sample is None else min(order, 1)
         for xb, x, y, rw in self._blocks(theta.dtype):
             z = torch.mv(x, w) if b is None else torch.addmv(b, x, w)
-            v, gz, _ = _row_terms(self.loss_sum, z, y, rw, min(order, 1))
+            v, gz, hz = _row_terms(self.loss_sum, z, y, rw, row_order)
             value += v.double()
             if grad is not None:
                 grad[:len(w)].addmv_(x.t(), gz)
@@ -69,7 +71,7 @@ class LinearTerms:
                 r = -(-len(z) // k)
                 sample.add(xb[:r], z[:r], y[:r], None if rw is None else rw[:r], len(z) / r)
             elif hess is not None:
-                self._add_hessian(hess, xb, _row_terms(self.loss_sum, z, y, rw, 2)[2])
+                self._add_hessian(hess, xb, hz)
         if sample is not None and sample.n:
             rows, z, y, rw, times = sample.parts()
             self._add_hessian(hess, rows, _row_terms(self.loss_sum, z, y, rw, 2)[2] * times)

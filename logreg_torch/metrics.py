@@ -7,7 +7,8 @@ apply a sigmoid to values outside [0, 1]; we raise instead).
 The nine metrics are a few tensor ops each, written here rather than taken from torchmetrics:
 importing ``torchmetrics.functional.classification`` cost 1.2-1.7 s on top of ``import torch``
 on the project's 2-core machine (it pulls in scipy.signal and its audio metrics), for metrics
-that take ~2 ms over the 200 rows of ``configs/default.yaml`` (``scripts/bench_metrics.py``).
+that take ~2 ms over the 200 rows of ``configs/default.yaml`` (``train --timings``: the
+``metrics`` part of ``evaluate``, 20-30 ms a run for its 20 epochs of validation).
 ``tests/test_metrics.py`` checks each against scikit-learn and torchmetrics (ties, one class,
 all-equal scores, large N, CUDA).
 """
