@@ -73,15 +73,15 @@ class BackgroundCommits:
     """``commit`` in a thread, in the order submitted: a run's checkpoints go to the disk
     while it trains. The fsync is most of a small checkpoint's cost (6 of 8 ms on this
     project's machine; 45 of them were 0.42 s of configs/mlp.yaml) and holds no lock, so the
-    next epoch runs meanwhile. ``wait`` returns once the files submitted (or those for one
-    path) are in place; after a failure the later submissions are dropped (their temp files
-    removed) and ``wait`` returns the error with the ``info`` it was submitted with."""
+    next epoch runs meanwhile. ``wait`` returns once the files submitted are in place; after
+    a failure the later submissions are dropped (their temp files removed) and ``wait``
+    returns the error with the ``info`` it was submitted with."""
 
     def __init__(self) -> None:
         self._jobs: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._done = threading.Condition()
-        self._pending: dict[Path, int] = {}  # path -> submitted, not yet committed
+        self._pending = 0  # submitted, not yet committed
         self.failed: tuple[OSError, Any] | None = None
 
     def submit(self, tmp: Path, path: Path, info: Any = None) -> None:
@@ -90,7 +90,7 @@ class BackgroundCommits:
                                             daemon=True)
             self._thread.start()
         with self._done:
-            self._pending[path] = self._pending.get(path, 0) + 1
+            self._pending += 1
         self._jobs.put((tmp, path, info))
 
     def _run(self) -> None:
@@ -105,15 +105,14 @@ class BackgroundCommits:
                 self.failed = (e, info)
             finally:
                 with self._done:
-                    self._pending[path] -= 1
+                    self._pending -= 1
                     self._done.notify_all()
 
-    def wait(self, path: Path | None = None) -> tuple[OSError, Any] | None:
-        """Block until every submitted file (for ``path``: every one for it) is committed
-        (Ctrl-C waits too); the failure, if one happened."""
+    def wait(self) -> tuple[OSError, Any] | None:
+        """Block until every submitted file is committed (Ctrl-C waits too); the failure,
+        if one happened."""
         with critical(), self._done:
-            self._done.wait_for(lambda: not any(
-                n for p, n in self._pending.items() if path is None or p == path))
+            self._done.wait_for(lambda: self._pending == 0)
         return self.failed
 
 
