@@ -24,7 +24,14 @@ from logreg_torch.data import Stream
 from logreg_torch.linear_terms import LinearTerms
 from logreg_torch.loop import full_batch_closure, my_chunks, stream_closure
 from logreg_torch.model import LogisticRegression
-from logreg_torch.newton import ChunkedObjective, Iterate, SolveReport, flat_params, load_flat
+from logreg_torch.newton import (
+    ChunkedObjective,
+    Iterate,
+    SolveReport,
+    flat_params,
+    load_flat,
+    newton_seeded,
+)
 from logreg_torch.newton import newton as newton_solve
 from logreg_torch.objective import Objective
 from logreg_torch.runtime import Runtime
@@ -88,7 +95,8 @@ def newton_objective(model: nn.Module, objective: Objective, rows: Rows,
 
     linear = None
     if isinstance(model, LogisticRegression):
-        linear = LinearTerms(loss_sum, chunks, rows.n_global, bias=model.linear.bias is not None)
+        linear = LinearTerms(loss_sum, chunks, rows.n_global, bias=model.linear.bias is not None,
+                             row_terms=objective.row_terms if objective.from_logits else None)
     return ChunkedObjective(
         model=model, loss_sum=loss_sum,
         penalty=lambda params: objective.penalty_of(list(params.values())),
@@ -96,13 +104,18 @@ def newton_objective(model: nn.Module, objective: Objective, rows: Rows,
 
 
 def _solve(model: nn.Module, optimizer, objective: Objective, rows: Rows, runtime: Runtime,
-           o: OptimConfig, budget: int, on_iter, finish: bool = False) -> SolveReport:
+           o: OptimConfig, budget: int, on_iter, finish: bool = False,
+           seed: Tensor | None = None) -> SolveReport:
     if optimizer is None:  # newton
         obj = newton_objective(model, objective, rows, runtime)
         if finish and obj.linear is not None:
             obj.linear.hessian_stride = _finish_stride(rows.n_global, len(flat_params(model)))
-        theta, report = newton_solve(obj, flat_params(model), tol=o.tol, max_iter=budget,
-                                     on_iter=on_iter)
+        if seed is not None:
+            theta, report = newton_seeded(obj, flat_params(model), seed, tol=o.tol,
+                                          max_iter=budget, on_iter=on_iter)
+        else:
+            theta, report = newton_solve(obj, flat_params(model), tol=o.tol, max_iter=budget,
+                                         on_iter=on_iter)
         load_flat(model, theta)
         return report
     if rows.stream is not None:
@@ -148,8 +161,9 @@ def solve_epoch(model: nn.Module, optimizer, objective: Objective, rows: Rows, r
         how = "float64 Newton step" if newton_finish else "float64 L-BFGS iteration"
         state.handover = (state.used, report.grad_max, how)
         offset = state.used
+        seed = _stall_gradient(model) if optimizer is not None and newton_finish else None
         report64 = _finish_in_float64(model, optimizer if not newton_finish else None,
-                                      objective, rows, runtime, o, left, numbered)
+                                      objective, rows, runtime, o, left, numbered, seed)
         state.used += report64.n_iter
         report = dataclasses.replace(report64, n_iter=state.used)
     else:
@@ -158,11 +172,23 @@ def solve_epoch(model: nn.Module, optimizer, objective: Objective, rows: Rows, r
     return report
 
 
+def _stall_gradient(model: nn.Module) -> Tensor | None:
+    """The gradient an L-BFGS stall leaves in .grad (run_lbfgs's last closure, at the final
+    point): accurate there (~1e-9 off over 1e6 float32 rows) where the float32 value has become
+    too noisy to go on, so Newton's first float64 step can start from it."""
+    grads = [p.grad for p in model.parameters()]
+    if any(g is None for g in grads):
+        return None
+    return torch.cat([g.reshape(-1) for g in grads]).double()
+
+
 def _finish_in_float64(model: nn.Module, optimizer, objective: Objective, rows: Rows,
-                       runtime: Runtime, o: OptimConfig, budget: int, on_iter) -> SolveReport:
+                       runtime: Runtime, o: OptimConfig, budget: int, on_iter,
+                       seed: Tensor | None = None) -> SolveReport:
     """The rest of the solve on a float64 copy of the model. Newton (``optimizer`` None, the
     logistic model) sums in float64 over the rows as they are, float32 chunks included, so no
-    float64 copy of X is made; L-BFGS (an mlp) runs on a float64 copy of the rows."""
+    float64 copy of X is made, and steps first on ``seed``, the gradient at the stall, when
+    given; L-BFGS (an mlp) runs on a float64 copy of the rows."""
     model64 = copy.deepcopy(model).double()
     objective64 = dataclasses.replace(
         objective, pos_weight=None if objective.pos_weight is None
@@ -177,7 +203,7 @@ def _finish_in_float64(model: nn.Module, optimizer, objective: Objective, rows: 
         rows, runtime = (rows.as_dtype(torch.float64),
                          dataclasses.replace(runtime, dtype=torch.float64))
     report = _solve(model64, optimizer64, objective64, rows, runtime, o, budget, on_iter,
-                    finish=True)
+                    finish=True, seed=seed)
     with torch.no_grad():
         for p, p64 in zip(model.parameters(), model64.parameters(), strict=True):
             p.copy_(p64)

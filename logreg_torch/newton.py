@@ -22,6 +22,7 @@ solved by conjugate gradients on Hessian-vector products (truncated Newton).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -31,7 +32,8 @@ from torch.func import functional_call
 
 from logreg_torch.linear_terms import LinearTerms
 
-__all__ = ["CG_MIN_PARAMS", "ChunkedObjective", "Iterate", "SolveReport", "evaluate", "newton"]
+__all__ = ["CG_MIN_PARAMS", "ChunkedObjective", "Iterate", "SolveReport", "evaluate", "newton",
+           "newton_seeded"]
 
 # Above this many parameters the dense Hessian (P^2 memory, P^3 Cholesky) gives way to
 # Hessian-vector products and conjugate gradients.
@@ -323,3 +325,37 @@ def newton(obj: ChunkedObjective, theta: Tensor, *, tol: float, max_iter: int,
     converged = gmax <= tol
     reason = "tol" if converged else ("stalled" if flat_steps >= 2 else "max_iter")
     return theta, SolveReport(converged, n_iter, gmax, float(f), reason)
+
+
+def newton_seeded(obj: ChunkedObjective, theta: Tensor, g: Tensor, *, tol: float,
+                  max_iter: int, on_iter: Callable[[Iterate], None] | None = None,
+                  ) -> tuple[Tensor, SolveReport]:
+    """``newton`` from ``theta`` whose gradient ``g`` is already known well enough to step on
+    (the float32 solve's at its stall: off by ~1e-9 where its value is too noisy to go on),
+    with a linear model's sampled system: one step -H^-1 g from the sampled rows alone, then
+    one pass for value and gradient at the new point. Converged there (max|grad|, recomputed,
+    <= tol), that is the answer: one pass over the rows instead of ``newton``'s two. Else
+    ``newton`` goes on from the point with the smaller max|grad|."""
+    linear = obj.linear
+    if (max_iter < 1 or linear is None or linear.hessian_stride <= 1
+            or len(theta) > CG_MIN_PARAMS):
+        return newton(obj, theta, tol=tol, max_iter=max_iter, on_iter=on_iter)
+    H = linear.sampled_hessian(theta)
+    if obj.reduce is not None:
+        obj.reduce(H)
+    step = theta + _solve_dense(H + _penalty_terms(obj, theta, 2)[2], g)
+    f, g1, _ = evaluate(obj, step, order=1)
+    gmax = float(g1.abs().max())
+    better = gmax < float(g.abs().max())
+    if better and on_iter is not None:
+        on_iter(Iterate(1, float(f), gmax))
+    if gmax <= tol:
+        return step, SolveReport(True, 1, gmax, float(f), "tol")
+
+    def renumbered(point: Iterate) -> None:
+        if on_iter is not None and point.iteration > 0:
+            on_iter(dataclasses.replace(point, iteration=point.iteration + 1))
+
+    theta, report = newton(obj, step if better else theta, tol=tol, max_iter=max_iter - 1,
+                           on_iter=renumbered)
+    return theta, dataclasses.replace(report, n_iter=report.n_iter + 1)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from logreg_torch.config import Config
 from logreg_torch.fast import linear_bce_with_logits, split_head
+from logreg_torch.loss.formulas import bcel_grad2_input, bcel_grad_input, bcel_loss, smooth
 from logreg_torch.losses import (
     _check_range,
     binary_cross_entropy,
@@ -60,6 +61,25 @@ class Objective:
             weight = positive if weight is None else weight * positive
         return binary_cross_entropy(probs, targets, weight, label_smoothing=self.label_smoothing,
                                     check_range=self.check_range)
+
+    def row_terms(self, z: Tensor, y: Tensor, weight: Tensor | None,
+                  order: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """The logits loss of rows ``z`` summed, and its first and (``order`` 2) second
+        derivative in each logit, in closed form (logreg_torch.loss.formulas): the per-row terms
+        of Newton for a linear model (logreg_torch.linear_terms), which would otherwise run
+        autodiff through the loss for every block of rows. The targets are not checked again
+        (the solve that reaches here has checked them)."""
+        assert self.from_logits, "closed-form row terms are those of the logits loss"
+        t = smooth(y, self.label_smoothing) if self.label_smoothing else y
+        pw = self.pos_weight
+        loss = bcel_loss(z, t, pw)
+        d1 = bcel_grad_input(z, t, pw) if order >= 1 else None
+        d2 = bcel_grad2_input(z, t, pw) if order == 2 else None
+        if weight is not None:
+            loss = loss * weight
+            d1 = None if d1 is None else d1 * weight
+            d2 = None if d2 is None else d2 * weight
+        return loss.sum(), d1, d2
 
     def penalty(self, model: nn.Module) -> Tensor | float:
         return self.penalty_of(penalized_weights(model))

@@ -418,8 +418,10 @@ def finish_cost(config: str, rounds: int, old: bool = False) -> dict[str, float]
     """The float64 finish against the float32 solve it finishes, in one process: the data read
     as ``logreg-torch train CONFIG`` reads it (a full-batch lbfgs config that float32 stalls
     on), then per round the float32 L-BFGS solve to its stall (``optim.fp64_finish=false``)
-    and the finish from there, timed apart; with ``old``, interleaved with the old finish (a
-    float64 copy of the rows and the autodiff Hessian) on the same stalled model. Medians."""
+    and the finish from there as a run does it (its first step on the stall's float32
+    gradient), timed apart, interleaved with the finish without that seed (two float64 passes
+    at least) and, with ``old``, the old finish (a float64 copy of the rows and the autodiff
+    Hessian) on the same stalled model. Medians."""
     import copy
 
     from logreg_torch import fullbatch
@@ -431,7 +433,7 @@ def finish_cost(config: str, rounds: int, old: bool = False) -> dict[str, float]
     X, y = prepare(cfg.data, cfg.train.seed, dtype=torch.float32, column_major=True).train
     objective = make_objective(cfg, y, runtime.device, runtime.dtype)
     rows = Rows(X, y, None, len(X))
-    times: dict[str, list[float]] = {"float32 solve": [], "finish": []}
+    times: dict[str, list[float]] = {"float32 solve": [], "finish": [], "unseeded": []}
     if old:
         times["old finish"] = []
     for r in range(rounds):
@@ -444,13 +446,15 @@ def finish_cost(config: str, rounds: int, old: bool = False) -> dict[str, float]
         if report.reason != "stalled":
             raise SystemExit(f"float32 did not stall on {config} ({report}): nothing to finish")
         left = cfg.optim.max_iter - report.n_iter
+        seed = fullbatch._stall_gradient(model)
         order = [k for k in times if k != "float32 solve"][::1 if r % 2 == 0 else -1]
         for name in order:
             stalled = copy.deepcopy(model)
             start = time.perf_counter()
-            if name == "finish":
+            if name in ("finish", "unseeded"):
                 done = fullbatch._finish_in_float64(stalled, None, objective, rows, runtime,
-                                                    cfg.optim, left, None)
+                                                    cfg.optim, left, None,
+                                                    seed if name == "finish" else None)
             else:
                 done = _old_finish(stalled, objective, rows, runtime, cfg, left, ChunkedObjective)
             times[name].append(time.perf_counter() - start)

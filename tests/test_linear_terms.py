@@ -10,13 +10,14 @@ import pytest
 import torch
 
 import logreg_torch.fullbatch as fullbatch
+import logreg_torch.linear_terms as linear_terms
 import logreg_torch.newton as N
 from logreg_torch.config import load_config
 from logreg_torch.fullbatch import Rows, SolveState, solve_epoch
-from logreg_torch.linear_terms import LinearTerms
+from logreg_torch.linear_terms import LinearTerms, _autodiff_row_terms
 from logreg_torch.losses import binary_cross_entropy_with_logits
 from logreg_torch.model import LogisticRegression
-from logreg_torch.objective import make_objective
+from logreg_torch.objective import Objective, make_objective
 from logreg_torch.runtime import resolve_runtime
 from logreg_torch.solvers import make_optimizer
 
@@ -31,8 +32,9 @@ def _rows(n=3000, d=6, seed=0):
 
 
 def _objectives(X, y, weight=None, *, pos_weight=2.0, smoothing=0.1, l2=1e-3, bias=True,
-                chunks=3, stride=1):
-    """(autodiff reference on a float64 copy, factored terms on the rows as given)."""
+                chunks=3, stride=1, closed_form=False):
+    """(autodiff reference on a float64 copy, factored terms on the rows as given; l' and l''
+    by autodiff of the loss, or with ``closed_form`` the objective's formulas)."""
     model = LogisticRegression(X.shape[1], bias=bias).double()
     pw = torch.tensor(pos_weight, dtype=torch.float64)
 
@@ -50,20 +52,52 @@ def _objectives(X, y, weight=None, *, pos_weight=2.0, smoothing=0.1, l2=1e-3, bi
     ref_parts = parts(X.double(), y.double(), None if weight is None else weight.double())
     ref = N.ChunkedObjective(model, loss_sum, penalty, lambda: iter(ref_parts), len(X))
     mine = parts(X, y, weight)
-    linear = LinearTerms(loss_sum, lambda: iter(mine), len(X), bias=bias, hessian_stride=stride)
+    row_terms = _objective(pw, smoothing).row_terms if closed_form else None
+    linear = LinearTerms(loss_sum, lambda: iter(mine), len(X), bias=bias, hessian_stride=stride,
+                         row_terms=row_terms)
     return ref, dataclasses.replace(ref, chunks=lambda: iter(mine), linear=linear)
+
+
+def _objective(pos_weight, smoothing) -> Objective:
+    return Objective(from_logits=True, pos_weight=pos_weight, label_smoothing=smoothing, l2=0.0,
+                     l1=0.0, check_range=True)
+
+
+@pytest.mark.parametrize("pos_weight", [None, 0.3, 2.0])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_closed_form_row_terms_equal_autodiff_of_the_loss(pos_weight, smoothing,
+                                                          weighted) -> None:
+    # The per-row l' and l'' the finish uses, against autodiff of the loss itself; logits out
+    # to +-40 (the tails) and soft targets as well as hard ones.
+    g = torch.Generator().manual_seed(1)
+    z = torch.cat([torch.randn(500, generator=g, dtype=torch.float64) * 4,
+                   torch.tensor([-40.0, -20.0, 0.0, 20.0, 40.0], dtype=torch.float64)])
+    y = torch.cat([(torch.rand(300, generator=g) < 0.5).double(),
+                   torch.rand(len(z) - 300, generator=g, dtype=torch.float64)])
+    w = torch.rand(len(z), generator=g, dtype=torch.float64) if weighted else None
+    pw = None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float64)
+    objective = _objective(pw, smoothing)
+    value, d1, d2 = objective.row_terms(z, y, w, 2)
+    ref = _autodiff_row_terms(lambda z, t, w: objective.data_loss(z, t, w) * len(z), z, y, w, 2)
+    torch.testing.assert_close(value, ref[0], rtol=1e-14, atol=0)
+    torch.testing.assert_close(d1, ref[1], rtol=1e-13, atol=1e-300)
+    torch.testing.assert_close(d2, ref[2], rtol=1e-12, atol=1e-300)
+    assert objective.row_terms(z, y, w, 1)[2] is None
 
 
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("layout", ["rows", "columns"])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_factored_terms_equal_the_autodiff_reference(bias, layout, weighted) -> None:
+@pytest.mark.parametrize("closed_form", [False, True])
+def test_factored_terms_equal_the_autodiff_reference(bias, layout, weighted,
+                                                     closed_form) -> None:
     X, y = _rows()
     X64 = X.double()
     if layout == "columns":  # as the fused full batch stores X
         X64 = X64.t().contiguous().t()
     weight = torch.rand(len(X), dtype=torch.float64) if weighted else None
-    ref, fast = _objectives(X64, y.double(), weight, bias=bias)
+    ref, fast = _objectives(X64, y.double(), weight, bias=bias, closed_form=closed_form)
     theta = torch.randn(len(N.flat_params(ref.model)), dtype=torch.float64) * 0.3
     (f0, g0, H0), (f1, g1, H1) = N.evaluate(ref, theta, 2), N.evaluate(fast, theta, 2)
     torch.testing.assert_close(f1, f0, rtol=1e-13, atol=0)
@@ -81,7 +115,7 @@ def test_float64_sums_over_float32_rows_equal_a_float64_copy() -> None:
     # is a float32 product, close enough to set the direction.
     X, y = _rows(n=40_000)
     ref, fast = _objectives(X, y, chunks=2)
-    ref_cm, fast_cm = _objectives(X.t().contiguous().t(), y, chunks=2)
+    ref_cm, fast_cm = _objectives(X.t().contiguous().t(), y, chunks=2, closed_form=True)
     theta = torch.randn(X.shape[1] + 1, dtype=torch.float64) * 0.3
     f0, g0, H0 = N.evaluate(ref, theta, 2)
     for obj in (fast, fast_cm):
@@ -142,3 +176,79 @@ def test_the_finish_equals_the_float64_copy_reference(monkeypatch) -> None:
     theta, report = N.newton(obj, N.flat_params(ref_model), tol=1e-12, max_iter=30)
     assert report.converged
     torch.testing.assert_close(N.flat_params(model).double(), theta, rtol=2e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sampled_hessian_alone_is_the_system_a_pass_samples(monkeypatch, bias, weighted) -> None:
+    monkeypatch.setattr(linear_terms, "BLOCK_ROWS", 700)  # several blocks per chunk, a short last
+    X, y = _rows(n=5000)
+    X = X.t().contiguous().t()  # column-major, as the fused full batch stores it
+    weight = torch.rand(len(X), generator=torch.Generator().manual_seed(3)) if weighted else None
+    _, obj = _objectives(X, y, weight, bias=bias, stride=6, closed_form=True)
+    theta = torch.randn(len(N.flat_params(obj.model)), dtype=torch.float64) * 0.05
+    H_pass = obj.linear(theta, 2)[2]
+    H_alone = obj.linear.sampled_hessian(theta)
+    scale = H_pass.diagonal().sqrt()
+    assert float(((H_alone - H_pass) / torch.outer(scale, scale)).abs().max()) < 3e-5
+    _, full = _objectives(X, y, weight, bias=bias, closed_form=True)
+    assert float((H_alone - full.linear(theta, 2)[2]).norm() / H_pass.norm()) > 1e-4  # sampled
+
+
+def _near_optimum(n=8000):
+    """A sampled objective (standardized rows), its optimum, and a point next to it, as a
+    float32 stall leaves one."""
+    X, y = _rows(n=n)
+    ref, sampled = _objectives((X - X.mean(0)) / X.std(0), y, stride=8, closed_form=True)
+    t0, r0 = N.newton(ref, N.flat_params(ref.model), tol=1e-12, max_iter=30)
+    assert r0.converged
+    g = torch.Generator().manual_seed(1)
+    return sampled, t0, t0 + 1e-5 * torch.randn(len(t0), generator=g, dtype=torch.float64)
+
+
+def _passes(monkeypatch) -> list[int]:
+    calls = []
+    real = LinearTerms.__call__
+
+    def counted(self, theta, order):
+        calls.append(order)
+        return real(self, theta, order)
+
+    monkeypatch.setattr(LinearTerms, "__call__", counted)
+    return calls
+
+
+def test_a_seeded_newton_step_converges_in_one_pass_over_the_rows(monkeypatch) -> None:
+    sampled, t0, start = _near_optimum()
+    g = N.evaluate(sampled, start, 1)[1]
+    assert float(g.abs().max()) > 2e-6  # not converged where it starts
+    calls = _passes(monkeypatch)
+    theta, report = N.newton_seeded(sampled, start, g, tol=5e-7, max_iter=10)
+    assert calls == [1] and report.n_iter == 1 and report.converged, (calls, report)
+    f, g = N.evaluate(sampled, theta, 1)[:2]
+    assert float(g.abs().max()) == report.grad_max <= 5e-7
+    assert 0 <= float(f - N.evaluate(sampled, t0, 0)[0]) < 1e-11
+
+
+@pytest.mark.parametrize("seed", ["wrong sign", "far start"])
+def test_a_seeded_step_that_does_not_converge_hands_over_to_newton(monkeypatch, seed) -> None:
+    sampled, t0, start = _near_optimum()
+    if seed == "far start":  # a full step from zeros overshoots: Newton's line search is needed
+        start = torch.zeros_like(start)
+    g = N.evaluate(sampled, start, 1)[1]
+    seed_grad = -g if seed == "wrong sign" else g
+    calls = _passes(monkeypatch)
+    theta, report = N.newton_seeded(sampled, start, seed_grad, tol=1e-9, max_iter=30)
+    assert len(calls) > 1 and report.converged, (calls, report)
+    assert float(N.evaluate(sampled, theta, 1)[1].abs().max()) <= 1e-9
+    torch.testing.assert_close(theta, t0, rtol=1e-7, atol=1e-8)
+
+
+def test_the_finish_steps_on_the_stall_gradient_and_reads_the_rows_once(monkeypatch) -> None:
+    X, y = _rows(n=20_000, d=8)
+    X = ((X - X.mean(0)) / X.std(0)).t().contiguous().t()
+    monkeypatch.setattr(fullbatch, "FINISH_HESSIAN_ROWS", 1000)
+    calls = _passes(monkeypatch)
+    _, state = _stalled_fit(X, y, 2e-7, 1e-4)  # float32 stalls at ~1.2e-6: one step to go
+    assert state.handover is not None and state.report.converged, state
+    assert calls == [1], calls  # one float64 pass: the step came from the float32 gradient

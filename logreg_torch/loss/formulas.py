@@ -58,6 +58,13 @@ def bcel_grad_input(x: Tensor, y: Tensor, pw: Tensor | None) -> Tensor:
     return (pwy + 1 - y) * torch.sigmoid(x) - pwy
 
 
+def bcel_grad2_input(x: Tensor, y: Tensor, pw: Tensor | None) -> Tensor:
+    """The second derivative in x of ``bcel_loss``: the first is affine in sigmoid(x)."""
+    s = torch.sigmoid(x)
+    curvature = s * (1 - s)
+    return curvature if pw is None else (pw * y + 1 - y) * curvature
+
+
 def softplus(x: Tensor) -> Tensor:
     """log(1 + exp(x)) without overflow, accurate in both tails."""
     return x.clamp_min(0) + torch.log1p(torch.exp(-x.abs()))
