@@ -393,6 +393,16 @@ def test_lbfgs_error_names_both_places(tmp_path):
     assert "x.yaml:2" in message and "(default)" in message and "train.batch_size: null" in message
 
 
+@pytest.mark.parametrize("where", ["override", "file"])
+def test_a_default_is_not_blamed_on_a_layer_that_set_its_section(tmp_path, where):
+    # Another key of the train section set in a layer: batch_size is still the default's
+    if where == "override":
+        message = error_of(None, ("optim.name=lbfgs", "train.precision=fp64"))
+    else:
+        message = error_of(write(tmp_path, "optim:\n  name: lbfgs\ntrain:\n  epochs: 3\n"))
+    assert "train.batch_size is 64 (default)" in message, message
+
+
 # --- property: any input loads or raises ConfigError ---------------------------------------------
 
 DEFAULTS = dataclasses.asdict(Config())

@@ -214,8 +214,13 @@ def _build(layers: list[tuple[dict, Where]]) -> Config:
             raise _type_error(e, values, where) from None
 
     def origin(key: str) -> str:
-        key = key.split("[")[0]
-        return origins.get(key) or origins.get(key.split(".")[0], "default")
+        # The layer that set the key, or a mapping above it (data.columns for data.columns.x);
+        # a section alone is not one: a layer that set train.epochs did not set train.batch_size.
+        parts = key.split("[")[0].split(".")
+        for n in range(len(parts), 1 if len(parts) > 1 else 0, -1):
+            if (found := origins.get(".".join(parts[:n]))) is not None:
+                return found
+        return "default"
 
     try:
         # Interpolations such as ${optim.lr} are resolved here, so errors can still happen.
