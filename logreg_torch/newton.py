@@ -332,13 +332,13 @@ def newton_seeded(obj: ChunkedObjective, theta: Tensor, g: Tensor, *, tol: float
                   ) -> tuple[Tensor, SolveReport]:
     """``newton`` from ``theta`` whose gradient ``g`` is already known well enough to step on
     (the float32 solve's at its stall: off by ~1e-9 where its value is too noisy to go on),
-    with a linear model's sampled system: one step -H^-1 g from the sampled rows alone, then
+    with a linear model's sampled system (every row's where they are few): one step -H^-1 g
+    from the sampled rows alone, then
     one pass for value and gradient at the new point. Converged there (max|grad|, recomputed,
     <= tol), that is the answer: one pass over the rows instead of ``newton``'s two. Else
     ``newton`` goes on from the point with the smaller max|grad|."""
     linear = obj.linear
-    if (max_iter < 1 or linear is None or linear.hessian_stride <= 1
-            or len(theta) > CG_MIN_PARAMS):
+    if max_iter < 1 or linear is None or len(theta) > CG_MIN_PARAMS:
         return newton(obj, theta, tol=tol, max_iter=max_iter, on_iter=on_iter)
     H = linear.sampled_hessian(theta)
     if obj.reduce is not None:
