@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import Tensor, nn
 
+from logreg_torch.event_records import use_fast_crc
 from logreg_torch.histograms import buckets
 from logreg_torch.interrupts import critical
 
@@ -132,6 +133,7 @@ class TensorBoardLogger:
                 # Imported here so that disabled ranks never load the tensorboard package.
                 from torch.utils.tensorboard import SummaryWriter
 
+                use_fast_crc()
                 self._writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
 
     @contextlib.contextmanager
