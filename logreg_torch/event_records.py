@@ -1,4 +1,5 @@
-"""How the run's TensorBoard records are written cheaply: the records' checksums in C.
+"""How the run's TensorBoard records are written cheaply: the records' checksums in C, and
+several summaries of one step merged into one event.
 
 Every record of an events file carries two masked CRC32C checksums. TensorBoard's writer
 (``tensorboard.summary.writer.record_writer``) computes them with a pure-Python loop over every
@@ -10,6 +11,7 @@ TensorBoard's own function, record by record). Without it the records are writte
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 _MASK_DELTA = 0xA282EAD8  # TFRecord's checksum mask (tensorflow/core/lib/hash/crc32c.h)
@@ -44,3 +46,14 @@ def use_fast_crc() -> bool:
     record_writer.masked_crc32c = fast
     return True
 
+
+def merged(summaries: Iterable[Any]) -> Any:
+    """One ``Summary`` holding the values of all of ``summaries``: written as one event, it
+    reads back as the same tags and values (TensorBoard reads every value of an event), with one
+    record's framing, checksums and queue hand-off instead of one per tag."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    out = Summary()
+    for summary in summaries:
+        out.value.extend(summary.value)
+    return out
