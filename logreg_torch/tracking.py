@@ -100,7 +100,7 @@ def _uncut(method: Callable) -> Callable:
     """Ctrl-C waits for the writer call to finish: cut inside SummaryWriter, it can leave its
     background thread writing to a file already closed. The call's seconds count as the
     logger's ``events`` (``log_figure``'s: ``figures``)."""
-    part = "figures" if method.__name__ in ("log_figure", "log_image") else "events"
+    part = "figures" if method.__name__ in ("log_figure", "log_image", "log_png") else "events"
 
     @functools.wraps(method)
     def wrapper(self: TensorBoardLogger, *args: Any, **kwargs: Any) -> Any:
@@ -237,6 +237,17 @@ class TensorBoardLogger:
         """An image: uint8 RGB, channels first (CHW), as ``figures.render`` draws one."""
         if self._writer is not None:
             self._writer.add_image(tag, image, global_step=step, dataformats="CHW")
+
+    @_uncut
+    def log_png(self, tag: str, png: bytes, height: int, width: int, step: int) -> None:
+        """An RGB image already encoded as PNG (``figures.encode_png``): the event
+        ``log_image`` writes for the same pixels, without encoding them here."""
+        if self._writer is not None:
+            from tensorboard.compat.proto.summary_pb2 import Summary
+
+            image = Summary.Image(height=height, width=width, colorspace=3,
+                                  encoded_image_string=png)
+            self._add(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
     @_uncut
     def log_custom_scalars_layout(
