@@ -5,8 +5,6 @@ Newton, with the float64 finish) and ``inference.coefficient_table``."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -19,7 +17,7 @@ from logreg_torch.model import LogisticRegression as LinearModel
 from logreg_torch.newton import Iterate, SolveReport, flat_params, load_flat
 from logreg_torch.objective import Objective
 from logreg_torch.prox_newton import newton_l1
-from logreg_torch.runtime import Runtime
+from logreg_torch.runtime import Runtime, threads_for
 from logreg_torch.solvers import make_optimizer
 
 if TYPE_CHECKING:
@@ -55,31 +53,11 @@ def _printer(est: LogisticRegression):
     return show
 
 
-# Below this many elements of X a CPU fit runs on one torch thread: its ops are too small to
-# split, and waking (or, with OMP_WAIT_POLICY unset, spinning) OpenMP threads costs more than
-# they do. breast_cancer (569 x 30) on the 2-core development machine, medians of 60
-# interleaved fits beside other work: 28 ms with 2 threads, 16 ms with one (scikit-learn 9 ms).
-ONE_THREAD_ELEMENTS = 1 << 20
-
-
-@contextmanager
-def _threads_for(X: Tensor) -> Iterator[None]:
-    if X.device.type != "cpu" or X.numel() >= ONE_THREAD_ELEMENTS:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def solve(est: LogisticRegression, rows: FitRows, objective: Objective,
           start) -> tuple[Tensor, SolveReport]:
     """Fit the linear model; returns ([w..., b], report); ``rows.handover`` records a
     float32 solve that rounding stopped and float64 finished."""
-    with _threads_for(rows.X):
+    with threads_for(rows.X.device, rows.X.numel()):
         return _solve(est, rows, objective, start)
 
 

@@ -17,12 +17,7 @@ from pathlib import Path
 from torch import Tensor
 
 from logreg_torch.checkpoint import load_checkpoint, resolve_checkpoints
-from logreg_torch.config import (
-    Config,
-    config_from_dict,
-    config_to_yaml,
-    save_config,
-)
+from logreg_torch.config import Config, config_from_dict, config_to_yaml, save_config
 from logreg_torch.fullbatch import Rows, solve_epoch
 from logreg_torch.loop import evaluate, train_one_epoch, train_one_epoch_streaming
 from logreg_torch.predict import predict_logits
@@ -50,6 +45,7 @@ from logreg_torch.runtime import (
     resolve_runtime,
     seed_everything,
     set_rng_state,
+    threads_for,
 )
 from logreg_torch.solvers import epoch_budget, load_optimizer_state, step_scheduler
 from logreg_torch.tracking import TensorBoardLogger
@@ -104,6 +100,8 @@ def _fit(cfg: Config, quiet: bool, rank: int, world: int, held: ExitStack) -> Fi
     if cfg.log.run_dir:
         check_free(cfg.log.run_dir, cfg.train.resume)
     t = set_up(cfg, runtime)
+    # A small run computes on one thread until it ends (runtime.ONE_THREAD_ELEMENTS says why).
+    held.enter_context(threads_for(runtime.device, t.n_global * len(t.data.feature_names)))
     progress = Progress() if resume_state is None else _resume(t, resume_state)
     if resume_state is None:
         progress.first_loss = _initial_loss(t)

@@ -101,7 +101,7 @@ def _start_figures(logger: TensorBoardLogger, probs: Tensor, targets: Tensor,
 def _log_figures(logger: TensorBoardLogger, figures, step: int) -> None:
     """The three validation figures, drawn once at the end of the run (by the worker, else
     here); waiting for them and drawing count as the logger's ``figures`` seconds."""
-    from logreg_torch.figures import FIGURE_TAGS, draw
+    from logreg_torch.figures import FIGURE_TAGS, draw_png
 
     p, t, names, worker = figures
     with logger.timed("figures"):
@@ -109,7 +109,8 @@ def _log_figures(logger: TensorBoardLogger, figures, step: int) -> None:
         for tag in FIGURE_TAGS:
             sent = next(received, None)
             # No worker, or it failed: the same figure, drawn here.
-            image = sent[1] if sent is not None and sent[0] == tag else draw(tag, p, t, names)
-            logger.log_image(tag, image, step)
+            height, width, png = (sent[1:] if sent is not None and sent[0] == tag
+                                  else draw_png(tag, p, t, names))
+            logger.log_png(tag, png, height, width, step)
         if worker is not None:
             worker.close()

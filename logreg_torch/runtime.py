@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -173,6 +175,35 @@ class DistributedError(RuntimeError):
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return (text.splitlines()[0] if text else type(e).__name__)[:300]
+
+
+# Below this many elements of training rows a CPU run computes on one torch thread: its ops are
+# too small to split, and waking (or, with OMP_WAIT_POLICY unset, spinning) OpenMP threads
+# costs more than they do. On the 2-core development machine, beside other work: the
+# estimator's breast_cancer fit (569 x 30), medians of 60 interleaved fits, 28 ms with 2
+# threads and 16 ms with one; configs/mlp.yaml's train stage (40 epochs of 13 minibatches), see
+# the README's "fixed cost of a run".
+ONE_THREAD_ELEMENTS = 1 << 20
+
+
+def one_thread_applies(device: torch.device, elements: int) -> bool:
+    """Whether work on ``elements`` elements on ``device`` runs faster on one torch thread."""
+    return device.type == "cpu" and elements < ONE_THREAD_ELEMENTS
+
+
+@contextmanager
+def threads_for(device: torch.device, elements: int) -> Iterator[None]:
+    """torch on one thread inside the block when ``one_thread_applies``; the thread count is
+    restored afterwards (torch's is process-wide: a caller's own work keeps its threads)."""
+    if not one_thread_applies(device, elements):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import Tensor, nn
 
+from logreg_torch.event_records import merged, use_fast_crc
 from logreg_torch.histograms import buckets
 from logreg_torch.interrupts import critical
 
@@ -99,7 +100,7 @@ def _uncut(method: Callable) -> Callable:
     """Ctrl-C waits for the writer call to finish: cut inside SummaryWriter, it can leave its
     background thread writing to a file already closed. The call's seconds count as the
     logger's ``events`` (``log_figure``'s: ``figures``)."""
-    part = "figures" if method.__name__ in ("log_figure", "log_image") else "events"
+    part = "figures" if method.__name__ in ("log_figure", "log_image", "log_png") else "events"
 
     @functools.wraps(method)
     def wrapper(self: TensorBoardLogger, *args: Any, **kwargs: Any) -> Any:
@@ -132,6 +133,7 @@ class TensorBoardLogger:
                 # Imported here so that disabled ranks never load the tensorboard package.
                 from torch.utils.tensorboard import SummaryWriter
 
+                use_fast_crc()
                 self._writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
 
     @contextlib.contextmanager
@@ -156,32 +158,44 @@ class TensorBoardLogger:
 
     @_uncut
     def log_dict(self, metrics: Mapping[str, float], step: int, prefix: str = "") -> None:
-        """Several scalars; ``prefix="val"`` gives tags ``val/loss``, ``val/accuracy``, ..."""
+        """Several scalars, as one event; ``prefix="val"`` gives tags ``val/loss``,
+        ``val/accuracy``, ... A tensor value is read with ``float()`` (a CUDA sync)."""
         if self._writer is None:
             return
+        from torch.utils.tensorboard.summary import scalar
+
         prefix = prefix.rstrip("/")
-        for name, value in metrics.items():
-            self.log(f"{prefix}/{name}" if prefix else name, value, step)
+        self._add(merged(scalar(f"{prefix}/{name}" if prefix else name, float(value))
+                         for name, value in metrics.items()), step)
+
+    def _add(self, summary: Any, step: int) -> None:
+        if summary.value:  # an event with no value would be a record for nothing
+            self._writer._get_file_writer().add_summary(summary, step)
 
     @_uncut
     def log_histograms(self, model: nn.Module, step: int) -> None:
-        """One histogram per named parameter (weights and biases): ``weights/linear.weight``.
+        """One histogram per named parameter (weights and biases): ``weights/linear.weight``,
+        all in one event.
 
         A parameter holding inf or NaN is skipped: TensorBoard cannot bin it ("The histogram
         is empty"), and the training loop reports such a run as diverged anyway.
         """
         if self._writer is None:
             return
+        from torch.utils.tensorboard.summary import histogram_raw
+
         edges = np.asarray(self._writer.default_bins)  # TensorBoard's default buckets
+        summaries = []
         for name, param in _unwrap(model).named_parameters():
             # float64: the bin edges of float32 values near 1e38 overflow to inf and leave
             # every bin empty.
             values = _to_numpy(param).astype(np.float64)
             if values.size and np.isfinite(values).all():
                 limits, counts = buckets(values, edges)
-                self._writer.add_histogram_raw(
+                summaries.append(histogram_raw(
                     f"weights/{name}", values.min(), values.max(), len(values), values.sum(),
-                    values.dot(values), limits, counts, global_step=step)
+                    values.dot(values), limits, counts))
+        self._add(merged(summaries), step)  # one event for all of them
 
     @_uncut
     def log_pr_curve(self, tag: str, probs: ArrayLike, targets: ArrayLike, step: int,
@@ -223,6 +237,17 @@ class TensorBoardLogger:
         """An image: uint8 RGB, channels first (CHW), as ``figures.render`` draws one."""
         if self._writer is not None:
             self._writer.add_image(tag, image, global_step=step, dataformats="CHW")
+
+    @_uncut
+    def log_png(self, tag: str, png: bytes, height: int, width: int, step: int) -> None:
+        """An RGB image already encoded as PNG (``figures.encode_png``): the event
+        ``log_image`` writes for the same pixels, without encoding them here."""
+        if self._writer is not None:
+            from tensorboard.compat.proto.summary_pb2 import Summary
+
+            image = Summary.Image(height=height, width=width, colorspace=3,
+                                  encoded_image_string=png)
+            self._add(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
     @_uncut
     def log_custom_scalars_layout(

@@ -24,6 +24,7 @@ from logreg_torch.runtime import (
     resolve_runtime,
     rng_state,
     set_rng_state,
+    threads_for,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -305,3 +306,47 @@ def test_a_cuda_process_keeps_and_restores_its_gpus_rng(monkeypatch) -> None:
     set_rng_state({**state, "cuda": [torch.tensor([1], dtype=torch.uint8),
                                      torch.tensor([2], dtype=torch.uint8)]})
     assert restored == [[7], [2]]
+
+
+# ----------------------------------------------------------------------------- threads
+
+
+@pytest.fixture()
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_small_cpu_work_runs_on_one_thread_and_the_count_comes_back(two_threads) -> None:
+    with threads_for(torch.device("cpu"), 1000):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+    with pytest.raises(KeyError), threads_for(torch.device("cpu"), 1000):
+        raise KeyError("a failed run")
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("device, elements", [("cpu", 1 << 20), ("cuda", 10), ("meta", 10)])
+def test_large_or_non_cpu_work_keeps_its_threads(two_threads, device, elements) -> None:
+    with threads_for(torch.device(device), elements):
+        assert torch.get_num_threads() == 2
+
+
+def test_a_small_run_trains_on_one_thread_and_gives_the_threads_back(two_threads, tmp_path,
+                                                                     monkeypatch) -> None:
+    from logreg_torch import fit as fit_module
+    from logreg_torch.config import load_config
+
+    seen, train = [], fit_module.train_one_epoch
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "train_one_epoch", recording)
+    cfg = load_config(DEFAULT, [f"log.run_dir={tmp_path / 'run'}", "train.epochs=2"])
+    fit_module.fit(cfg)
+    assert seen == [1, 1] and torch.get_num_threads() == 2
+

@@ -208,6 +208,22 @@ def test_figures(tmp_path: Path, data) -> None:
     assert image.encoded_image_string.startswith(b"\x89PNG")
 
 
+
+@needs_matplotlib
+def test_a_png_logged_as_is_reads_back_as_the_image_log_image_writes(tmp_path: Path,
+                                                                      data) -> None:
+    from logreg_torch.figures import encode_png, render
+
+    image = render(reliability_figure(*data))
+    with TensorBoardLogger(tmp_path) as logger:
+        logger.log_image("val/a", image, 2)
+        logger.log_png("val/b", encode_png(image), image.shape[1], image.shape[2], 2)
+    acc = _read(tmp_path)
+    (a,), (b,) = acc.Images("val/a"), acc.Images("val/b")
+    assert (a.step, a.width, a.height, a.encoded_image_string) == (
+        b.step, b.width, b.height, b.encoded_image_string)
+    assert (b.height, b.width) == image.shape[1:]
+
 def test_figures_name_the_classes_and_their_axes(data) -> None:
     probs, targets = data
     names = ("cardigan", "jacket")
