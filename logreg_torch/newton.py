@@ -333,10 +333,10 @@ def newton_seeded(obj: ChunkedObjective, theta: Tensor, g: Tensor, *, tol: float
     """``newton`` from ``theta`` whose gradient ``g`` is already known well enough to step on
     (the float32 solve's at its stall: off by ~1e-9 where its value is too noisy to go on),
     with a linear model's sampled system (every row's where they are few): one step -H^-1 g
-    from the sampled rows alone, then
-    one pass for value and gradient at the new point. Converged there (max|grad|, recomputed,
-    <= tol), that is the answer: one pass over the rows instead of ``newton``'s two. Else
-    ``newton`` goes on from the point with the smaller max|grad|."""
+    from the sampled rows alone, then one pass for value and gradient at the new point.
+    Converged there (max|grad|, recomputed, <= tol), that is the answer: one pass over the
+    rows instead of ``newton``'s two. Else ``newton`` goes on from the point with the smaller
+    max|grad|."""
     linear = obj.linear
     if max_iter < 1 or linear is None or len(theta) > CG_MIN_PARAMS:
         return newton(obj, theta, tol=tol, max_iter=max_iter, on_iter=on_iter)
@@ -347,7 +347,7 @@ def newton_seeded(obj: ChunkedObjective, theta: Tensor, g: Tensor, *, tol: float
     f, g1, _ = evaluate(obj, step, order=1)
     gmax = float(g1.abs().max())
     better = gmax < float(g.abs().max())
-    if better and on_iter is not None:
+    if (better or gmax <= tol) and on_iter is not None:
         on_iter(Iterate(1, float(f), gmax))
     if gmax <= tol:
         return step, SolveReport(True, 1, gmax, float(f), "tol")
