@@ -22,6 +22,11 @@ from logreg_torch.runtime import resolve_runtime
 from logreg_torch.solvers import make_optimizer
 
 
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    torch.manual_seed(0)  # the random points and weights below: the same in every run
+
+
 def _rows(n=3000, d=6, seed=0):
     """float32 rows on scales 1e-2..1e2 (rounding shows), labels from a logistic model."""
     g = torch.Generator().manual_seed(seed)
@@ -188,14 +193,16 @@ def test_sampled_hessian_alone_is_the_system_a_pass_samples(monkeypatch, bias, w
     X = X.t().contiguous().t()  # column-major, as the fused full batch stores it
     weight = torch.rand(len(X), generator=torch.Generator().manual_seed(3)) if weighted else None
     _, obj = _objectives(X, y, weight, bias=bias, stride=stride, closed_form=True)
-    theta = torch.randn(len(N.flat_params(obj.model)), dtype=torch.float64) * 0.05
+    theta = torch.randn(len(N.flat_params(obj.model)), dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(2)) * 0.05
     H_pass = obj.linear(theta, 2)[2]
     H_alone = obj.linear.sampled_hessian(theta)
     scale = H_pass.diagonal().sqrt()
     assert float(((H_alone - H_pass) / torch.outer(scale, scale)).abs().max()) < 3e-5
     _, full = _objectives(X, y, weight, bias=bias, closed_form=True)
     gap = float((H_alone - full.linear(theta, 2)[2]).norm() / H_pass.norm())
-    assert gap > 1e-4 if stride > 1 else gap < 1e-6  # a sample, or every row
+    # a sample (~1e-2 off), or every row (float32 logits and products: up to ~1e-6 off)
+    assert gap > 1e-3 if stride > 1 else gap < 1e-5
 
 
 def _near_optimum(n=8000):
