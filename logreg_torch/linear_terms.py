@@ -86,20 +86,21 @@ class LinearTerms:
 
     def sampled_hessian(self, theta: Tensor) -> Tensor:
         """This process's sampled Newton system alone: the rows ``__call__`` samples (the first
-        1/k of each block, k = ``hessian_stride``; all of them, not copied, for k = 1), copied
+        1/k of each block, k = ``hessian_stride``; every row, not copied, for k = 1), copied
         once and never converted, their logits in the rows' dtype (the system is a float32
         product either way). It reads 1/k of the rows, for a step whose gradient comes from
-        elsewhere
-        (logreg_torch.newton.newton_seeded)."""
+        elsewhere (logreg_torch.newton.newton_seeded)."""
         w, b = self._split(theta)
         hess = theta.new_zeros(len(theta), len(theta))
+        k = self.hessian_stride
         for X, y, rw in self.chunks():
-            runs, times = _sample_runs(len(X), self.hessian_stride, X.device)
-            rows = X if self.hessian_stride == 1 else _take(X, runs)
+            rows, times = X, 1.0
+            if k > 1:
+                runs, times = _sample_runs(len(X), k, X.device)
+                rows, y = _take(X, runs), _take(y, runs)
+                rw = None if rw is None else _take(rw, runs)
             wx = w.to(rows.dtype)
             z = torch.mv(rows, wx) if b is None else torch.addmv(b.to(rows.dtype), rows, wx)
-            if self.hessian_stride > 1:
-                y, rw = _take(y, runs), None if rw is None else _take(rw, runs)
             hz = self._row_terms(z, y.to(z.dtype), None if rw is None else rw.to(z.dtype), 2)[2]
             self._add_hessian(hess, rows, hz * times)
         return hess / self.n_total

@@ -217,10 +217,8 @@ def _build(layers: list[tuple[dict, Where]]) -> Config:
         # The layer that set the key, or a mapping above it (data.columns for data.columns.x);
         # a section alone is not one: a layer that set train.epochs did not set train.batch_size.
         parts = key.split("[")[0].split(".")
-        for n in range(len(parts), 1 if len(parts) > 1 else 0, -1):
-            if (found := origins.get(".".join(parts[:n]))) is not None:
-                return found
-        return "default"
+        above = [".".join(parts[:n]) for n in range(len(parts), 1, -1)] or parts
+        return next((origins[k] for k in above if k in origins), "default")
 
     try:
         # Interpolations such as ${optim.lr} are resolved here, so errors can still happen.
