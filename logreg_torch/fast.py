@@ -16,9 +16,6 @@ the same values and gradients as ``F.linear`` followed by ``binary_cross_entropy
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
@@ -30,6 +27,7 @@ from logreg_torch.loss.cpu import bcel_chunk as _bcel_chunk
 from logreg_torch.loss.cpu import chunked_sum as _chunked_sum
 from logreg_torch.loss.cpu import pos_weight_terms as _pos_weight_terms
 from logreg_torch.loss.cpu import scratch_tensors as _scratch
+from logreg_torch.runtime import thread_pool
 
 # Rows per block: a block of a 100-feature float32 matrix is ~6 MB, in the last-level cache,
 # so the second product reads it from cache; large enough that Python overhead is small.
@@ -44,23 +42,6 @@ BLOCK_ROWS = 16384
 # process the fused epoch slowed 1.05x with PASSIVE and this pool (1.09x with one worker, 1.41x
 # spinning), torch's own ops 1.8x; single-threaded MKL (MKL_NUM_THREADS=1) helped less (1.46x).
 POOL_WORKERS: int | None = None  # None: torch.get_num_threads()
-_POOL: ThreadPoolExecutor | None = None
-# (process id, workers) of _POOL: a forked child inherits the pool object but not its
-# threads, so it must make its own.
-_POOL_KEY = (0, 0)
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    global _POOL, _POOL_KEY
-    key = (os.getpid(), workers)
-    if _POOL is None or key != _POOL_KEY:
-        if _POOL is not None and key[0] == _POOL_KEY[0]:
-            _POOL.shutdown(wait=False)  # the thread count changed: let the old threads go
-        _POOL = ThreadPoolExecutor(workers, thread_name_prefix="logreg_torch-fused")
-        _POOL_KEY = key
-    return _POOL
-
-
 def _logits_into(features: Tensor, w: Tensor, bias: Tensor | None, out: Tensor) -> None:
     if bias is None:
         torch.mv(features, w, out=out)
@@ -126,7 +107,7 @@ def _epoch(features: Tensor, w: Tensor, bias: Tensor | None, targets: Tensor,
         # Ctrl-C waits for the workers: left running, they would still write into
         # these tensors while the interrupted run saves and exits.
         with critical():
-            parts = [_pool(workers).submit(_blocks, starts[k::workers], *args)
+            parts = [thread_pool(workers).submit(_blocks, starts[k::workers], *args)
                      for k in range(workers)]
             partials = [part.result() for part in parts]  # fixed order: deterministic
         grad_w = torch.stack(partials).sum(0) if want_w else None

@@ -100,7 +100,8 @@ def newton_objective(model: nn.Module, objective: Objective, rows: Rows,
     return ChunkedObjective(
         model=model, loss_sum=loss_sum,
         penalty=lambda params: objective.penalty_of(list(params.values())),
-        chunks=chunks, n_total=rows.n_global, reduce=_reduce(runtime), linear=linear)
+        chunks=chunks, n_total=rows.n_global, reduce=_reduce(runtime), linear=linear,
+        penalty_hessian=lambda params: objective.penalty_hessian_of(list(params.values())))
 
 
 def _solve(model: nn.Module, optimizer, objective: Objective, rows: Rows, runtime: Runtime,

@@ -10,7 +10,13 @@ from torch import Tensor, nn
 
 from logreg_torch.config import Config
 from logreg_torch.fast import linear_bce_with_logits, split_head
-from logreg_torch.loss.formulas import bcel_grad2_input, bcel_grad_input, bcel_loss, smooth
+from logreg_torch.loss.formulas import (
+    bcel_grad2_input,
+    bcel_grad_input,
+    bcel_loss,
+    bcel_loss_lean,
+    smooth,
+)
 from logreg_torch.losses import (
     _check_range,
     binary_cross_entropy,
@@ -72,7 +78,7 @@ class Objective:
         assert self.from_logits, "closed-form row terms are those of the logits loss"
         t = smooth(y, self.label_smoothing) if self.label_smoothing else y
         pw = self.pos_weight
-        loss = bcel_loss(z, t, pw)
+        loss = bcel_loss(z, t, pw) if pw is not None else bcel_loss_lean(z, t)
         d1 = bcel_grad_input(z, t, pw) if order >= 1 else None
         d2 = bcel_grad2_input(z, t, pw) if order == 2 else None
         if weight is not None:
@@ -98,6 +104,13 @@ class Objective:
             if self.l1:
                 total = total + self.l1 * w.abs().sum()
         return total
+
+    def penalty_hessian_of(self, params: list[Tensor]) -> Tensor:
+        """The diagonal of ``penalty_of``'s Hessian over ``params`` flattened in order: l2 on
+        each entry of a weight matrix, 0 on the rest (l1's second derivative is 0 wherever it
+        has one), so Newton needs no P backward calls for it (logreg_torch.newton)."""
+        return torch.cat([torch.full((p.numel(),), self.l2 if p.dim() >= 2 else 0.0,
+                                     dtype=p.dtype, device=p.device) for p in params])
 
 
 def make_objective(cfg: Config, train_targets: Tensor, device: torch.device,

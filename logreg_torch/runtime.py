@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from logreg_torch.config import ConfigError
+from logreg_torch.interrupts import critical
 
 PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.bfloat16,
               "fp16": torch.float16}
@@ -198,12 +200,53 @@ def threads_for(device: torch.device, elements: int) -> Iterator[None]:
     if not one_thread_applies(device, elements):
         yield
         return
+    with one_thread():
+        yield
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread inside the block, the thread count restored afterwards."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# One pool of threads for the process, made on first use; its threads run torch ops, which
+# release the GIL (logreg_torch.fast, logreg_torch.linear_terms).
+_POOL: ThreadPoolExecutor | None = None
+# (process id, workers) of _POOL: a forked child inherits the pool object but not its
+# threads, so it must make its own.
+_POOL_KEY = (0, 0)
+
+
+def thread_pool(workers: int) -> ThreadPoolExecutor:
+    global _POOL, _POOL_KEY
+    key = (os.getpid(), workers)
+    if _POOL is None or key != _POOL_KEY:
+        if _POOL is not None and key[0] == _POOL_KEY[0]:
+            _POOL.shutdown(wait=False)  # the thread count changed: let the old threads go
+        _POOL = ThreadPoolExecutor(workers, thread_name_prefix="logreg_torch")
+        _POOL_KEY = key
+    return _POOL
+
+
+def in_threads(fn: Callable[[list, int], object], items: Sequence,
+               device: torch.device) -> list:
+    """``fn(share, slot)`` in each of up to torch.get_num_threads() threads, the items dealt in
+    turn (slot i gets items i, i + W, ...), torch at one thread in each; the results in slot
+    order. One share in the calling thread for one item or thread, or off the CPU. Ctrl-C waits
+    for the threads: left running, they would still write into tensors the run goes on with."""
+    workers = min(torch.get_num_threads(), len(items)) if device.type == "cpu" else 1
+    if workers <= 1:
+        return [fn(list(items), 0)]
+    pool = thread_pool(workers)
+    with critical(), one_thread():
+        futures = [pool.submit(fn, list(items[i::workers]), i) for i in range(workers)]
+        return [f.result() for f in futures]
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from logreg_torch import fast
+from logreg_torch import fast, runtime
 from logreg_torch.config import load_config
 from logreg_torch.fast import linear_bce_with_logits, split_head
 from logreg_torch.losses import binary_cross_entropy_with_logits
@@ -89,7 +89,7 @@ def test_blocks_spread_over_threads_give_the_one_thread_result(pos_weight) -> No
         for _ in range(2):
             many = [linear_bce_with_logits(features, head, targets, pw)]
             many += _grads(many[0], wrt)
-            assert fast._POOL is not None and fast._POOL_KEY[1] == 3
+            assert runtime._POOL is not None and runtime._POOL_KEY[1] == 3
             for a, b in zip(many, one, strict=True):
                 _close(a, b, 1e-12)
     finally:
@@ -99,10 +99,10 @@ def test_blocks_spread_over_threads_give_the_one_thread_result(pos_weight) -> No
 def test_a_forked_child_gets_its_own_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     """The pool's threads do not survive fork(): a child using the parent's pool object would
     wait forever for work that no thread picks up. A new process id means a new pool."""
-    parent = fast._pool(2)
-    assert fast._pool(2) is parent
-    monkeypatch.setattr(fast.os, "getpid", lambda: -1)
-    child = fast._pool(2)
+    parent = runtime.thread_pool(2)
+    assert runtime.thread_pool(2) is parent
+    monkeypatch.setattr(runtime.os, "getpid", lambda: -1)
+    child = runtime.thread_pool(2)
     assert child is not parent
     assert child.submit(lambda: 42).result(timeout=10) == 42
 

@@ -5,6 +5,7 @@ copy, a sampled Newton system, and the float64 finish that uses them (no float64
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import pytest
 import torch
@@ -89,6 +90,63 @@ def test_closed_form_row_terms_equal_autodiff_of_the_loss(pos_weight, smoothing,
     torch.testing.assert_close(d1, ref[1], rtol=1e-13, atol=1e-300)
     torch.testing.assert_close(d2, ref[2], rtol=1e-12, atol=1e-300)
     assert objective.row_terms(z, y, w, 1)[2] is None
+
+
+def test_the_lean_logits_loss_is_the_loss_bit_for_bit() -> None:
+    # the finish's per-row loss without pos_weight: fewer temporaries, the same arithmetic
+    from logreg_torch.loss.formulas import bcel_loss, bcel_loss_lean
+
+    g = torch.Generator().manual_seed(4)
+    for dtype in (torch.float64, torch.float32):
+        z = torch.cat([torch.randn(4000, generator=g, dtype=dtype) * 15,
+                       torch.tensor([-1e4, -40.0, -0.0, 0.0, 40.0, 1e4], dtype=dtype)])
+        for y in ((torch.rand(len(z), generator=g) < 0.5).to(dtype),
+                  torch.rand(len(z), generator=g, dtype=dtype)):
+            assert torch.equal(bcel_loss_lean(z, y), bcel_loss(z, y, None))
+
+
+@pytest.mark.parametrize("order", [0, 1, 2])
+@pytest.mark.parametrize("stride", [1, 3])
+def test_blocks_shared_out_to_threads_give_the_one_thread_sums(monkeypatch, order,
+                                                               stride) -> None:
+    # the pass deals its blocks to torch.get_num_threads() threads; sums in another order only
+    monkeypatch.setattr(linear_terms, "BLOCK_ROWS", 300)  # 11 blocks, a short last one
+    X, y = _rows(n=3100)
+    weight = torch.rand(len(X), generator=torch.Generator().manual_seed(5))
+    _, obj = _objectives(X, y, weight, chunks=2, stride=stride, closed_form=True)
+    theta = torch.linspace(-0.3, 0.3, len(N.flat_params(obj.model)), dtype=torch.float64)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = obj.linear(theta, order), obj.linear.sampled_hessian(theta)
+        torch.set_num_threads(3)
+        seen = []
+        real = linear_terms.LinearTerms._sum_blocks
+
+        def recording(self, *args):
+            seen.append((args[-1], torch.get_num_threads(), threading.current_thread().name))
+            return real(self, *args)
+
+        monkeypatch.setattr(linear_terms.LinearTerms, "_sum_blocks", recording)
+        many = obj.linear(theta, order), obj.linear.sampled_hessian(theta)
+        assert torch.get_num_threads() == 3  # given back
+    finally:
+        torch.set_num_threads(before)
+    # two chunks, three threads each, torch at one thread in each, none the caller's
+    assert sorted(slot for slot, _, _ in seen) == [0, 0, 1, 1, 2, 2]
+    assert {t for _, t, _ in seen} == {1}
+    assert threading.current_thread().name not in {name for _, _, name in seen}
+    (v1, g1, h1), s1 = one
+    (v3, g3, h3), s3 = many
+    torch.testing.assert_close(v3, v1, rtol=1e-14, atol=0)
+    assert (g3 is None) == (g1 is None) and (h3 is None) == (h1 is None)
+    if g1 is not None:
+        torch.testing.assert_close(g3, g1, rtol=1e-12, atol=1e-15)
+    # Hessians: float32 block products summed in float64, in another order; a sampled one is
+    # one float32 product per thread over its rows instead of one over all
+    if h1 is not None:
+        torch.testing.assert_close(h3, h1, rtol=1e-12 if stride == 1 else 1e-5, atol=1e-12)
+    torch.testing.assert_close(s3, s1, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -203,6 +261,18 @@ def test_sampled_hessian_alone_is_the_system_a_pass_samples(monkeypatch, bias, w
     gap = float((H_alone - full.linear(theta, 2)[2]).norm() / H_pass.norm())
     # a sample (~1e-2 off), or every row (float32 logits and products: up to ~1e-6 off)
     assert gap > 1e-3 if stride > 1 else gap < 1e-5
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_sampled_hessian_skips_chunks_without_rows(stride) -> None:
+    # a rank or a stream can hand over a chunk with no rows: it adds nothing to the system
+    X, y = _rows(n=6)
+    _, obj = _objectives(X, y, chunks=9, stride=stride, closed_form=True)  # three are empty
+    theta = torch.linspace(-0.2, 0.2, len(N.flat_params(obj.model)), dtype=torch.float64)
+    H_pass = obj.linear(theta, 2)[2]
+    scale = H_pass.diagonal().sqrt()  # float32 logits against float64 ones, relative
+    gap = (obj.linear.sampled_hessian(theta) - H_pass) / torch.outer(scale, scale)
+    assert float(gap.abs().max()) < 3e-5
 
 
 def _near_optimum(n=8000):

@@ -19,6 +19,7 @@ import torch.distributed as dist
 from logreg_torch import cli
 from logreg_torch.config import ConfigError
 from logreg_torch.runtime import (
+    in_threads,
     init_distributed,
     resolve_device,
     resolve_runtime,
@@ -350,3 +351,31 @@ def test_a_small_run_trains_on_one_thread_and_gives_the_threads_back(two_threads
     fit_module.fit(cfg)
     assert seen == [1, 1] and torch.get_num_threads() == 2
 
+
+
+def test_in_threads_deals_the_items_and_returns_the_shares_in_slot_order(two_threads) -> None:
+    import threading
+
+    def share(items, slot):
+        return slot, items, torch.get_num_threads(), threading.current_thread().name
+
+    out = in_threads(share, list(range(5)), torch.device("cpu"))
+    assert [(slot, items) for slot, items, _, _ in out] == [(0, [0, 2, 4]), (1, [1, 3])]
+    assert {t for _, _, t, _ in out} == {1}  # torch at one thread in each
+    assert threading.current_thread().name not in {name for *_, name in out}
+    assert torch.get_num_threads() == 2
+    # one item, or off the CPU: one share, in the calling thread, its threads untouched
+    for items, device in (([7], "cpu"), ([1, 2, 3], "cuda"), ([], "cpu")):
+        (got,) = in_threads(share, items, torch.device(device))
+        assert got[:3] == (0, items, 2) and got[3] == threading.current_thread().name
+
+
+def test_in_threads_gives_the_threads_back_when_a_share_fails(two_threads) -> None:
+    def share(items, slot):
+        if slot == 1:
+            raise KeyError("a failed share")
+        return items
+
+    with pytest.raises(KeyError):
+        in_threads(share, [1, 2, 3], torch.device("cpu"))
+    assert torch.get_num_threads() == 2
