@@ -89,9 +89,12 @@ class BackgroundCommits:
             self._thread = threading.Thread(target=self._run, name="checkpoint-commits",
                                             daemon=True)
             self._thread.start()
-        with self._done:
-            self._pending += 1
-        self._jobs.put((tmp, path, info))
+        # Counted and queued together: Ctrl-C between the two would leave a count that never
+        # comes down, and ``wait`` (which Ctrl-C does not cut) would hang the run's exit.
+        with critical():
+            with self._done:
+                self._pending += 1
+            self._jobs.put((tmp, path, info))
 
     def _run(self) -> None:
         while True:
@@ -132,8 +135,9 @@ def save_checkpoint(state: dict[str, Any], path: str | Path,
         if commits is None:
             atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
         else:
-            tmp = write_temp(path, lambda f: torch.save({"format": FORMAT, **state}, f))
-            commits.submit(tmp, Path(path), info)
+            with critical():  # a temp file written is a temp file handed over
+                tmp = write_temp(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+                commits.submit(tmp, Path(path), info)
     except OSError as e:
         raise write_error(e, path) from None
 

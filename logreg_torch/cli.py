@@ -191,13 +191,16 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
     the interpreter's shutdown (joining threads, flushing files) is not cut either.
     """
     _quiet_openmp_threads()
-    from logreg_torch.interrupts import handle_sigint
+    from logreg_torch.interrupts import handle_sigint, stopping
 
     with handle_sigint(restore=not exiting):
         try:
             return _run(argv)
         except KeyboardInterrupt as e:  # also one that lands while an error is reported
             return _interrupted(e)
+        finally:
+            if exiting:  # console_main's handler, which this one is inside, ends later
+                stopping()
 
 
 def _interrupted(e: KeyboardInterrupt) -> int:
@@ -262,6 +265,16 @@ def _preload(command: str) -> dict[str, float]:
     return seconds
 
 
+def _start_figures(args: list[str]) -> None:
+    """``train``'s figures' process, started before torch loads: it imports matplotlib
+    meanwhile (logreg_torch.figure_worker)."""
+    if (args[:1] == ["train"] and os.environ.get("RANK", "0") == "0"
+            and not {"-h", "--help"} & set(args)):
+        from logreg_torch import figure_worker
+
+        figure_worker.start()
+
+
 def console_main(argv: Sequence[str] | None = None, stderr: str | None = None) -> NoReturn:
     """The ``logreg-torch`` script: ``main`` as a whole process, exiting with its code.
     ``stderr``: a file to write the messages to instead (a process started by a test).
@@ -273,14 +286,17 @@ def console_main(argv: Sequence[str] | None = None, stderr: str | None = None) -
     """
     if stderr is not None:
         sys.stderr = open(stderr, "w", buffering=1)  # noqa: SIM115 (the process's own stderr)
-    args = sys.argv[1:] if argv is None else list(argv)
-    if (args[:1] == ["train"] and os.environ.get("RANK", "0") == "0"
-            and not {"-h", "--help"} & set(args)):
-        # Before torch loads: the figures' process imports matplotlib meanwhile.
-        from logreg_torch import figure_worker
+    from logreg_torch.interrupts import critical, handle_sigint
 
-        figure_worker.start()
-    code = main(argv, exiting=True)
+    # Installed first: a Ctrl-C while the figures' process starts is an exit like any other
+    # (130, one line), not a traceback; ``main`` runs inside this handler.
+    with handle_sigint(restore=False):
+        try:
+            with critical():  # an import or a fork cut in the middle
+                _start_figures(sys.argv[1:] if argv is None else list(argv))
+            code = main(argv, exiting=True)
+        except KeyboardInterrupt as e:  # before main's own handling starts
+            code = _interrupted(e)
     try:
         sys.stdout.flush()
         sys.stderr.flush()

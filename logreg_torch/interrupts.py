@@ -57,13 +57,13 @@ def stopping() -> None:
 
 @contextmanager
 def handle_sigint(restore: bool = True) -> Iterator[None]:
-    """Install the handler for the body (main thread only; elsewhere a no-op).
+    """Install the handler for the body (main thread only; elsewhere, or nested, a no-op).
 
     ``restore=False`` ignores Ctrl-C afterwards, for a process that is about to exit (its
     interpreter shutdown joins threads and must not be cut either).
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or _state["installed"]:
+        yield  # elsewhere, or inside an outer handle_sigint: that one is in charge
         return
     previous = signal.signal(signal.SIGINT, _on_sigint)
     _state.update(installed=True, depth=0, pending=False, stopping=False)

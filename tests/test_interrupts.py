@@ -64,3 +64,82 @@ def test_a_run_folder_without_checkpoints_is_one_line(tmp_path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert err == (f"error: {tmp_path} is a folder without best.pt or last.pt; pass a run "
                    f"folder (runs/<name>-<time>) or a checkpoint file")
+
+
+def test_a_nested_handler_leaves_the_outer_one_in_charge() -> None:
+    # console_main installs the handler and main installs it again inside: the inner one must
+    # not uninstall it on its way out, or the rest of the process runs with critical() off.
+    done = []
+    with handle_sigint(), pytest.raises(KeyboardInterrupt):
+        with handle_sigint():
+            pass
+        with critical():
+            _press()
+            done.append("rest of the section")
+    assert done == ["rest of the section"]
+
+
+def test_ctrl_c_as_a_checkpoint_is_handed_over_neither_hangs_nor_leaves_a_temp_file(
+        tmp_path) -> None:
+    # The press lands as the commit thread is given the file (after the count of pending
+    # files went up): cut there, ``wait`` waited forever for a file never queued.
+    import threading
+
+    import torch
+
+    from logreg_torch.checkpoint import BackgroundCommits, save_checkpoint
+
+    commits = BackgroundCommits()
+    real_put = commits._jobs.put
+
+    def put(job):
+        _press()
+        real_put(job)
+
+    commits._jobs.put = put
+    with handle_sigint(), pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"w": torch.ones(3)}, tmp_path / "last.pt", commits)
+    waiter = threading.Thread(target=commits.wait, daemon=True)
+    waiter.start()
+    waiter.join(timeout=20)
+    assert not waiter.is_alive(), "wait() hangs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_ctrl_c_while_a_config_is_built_waits_for_it(monkeypatch) -> None:
+    # Cut inside OmegaConf, its clean-up failed on the half-built node and the interrupt came
+    # out as a ConfigKeyError with a traceback (exit 1); the press now waits for the config.
+    from logreg_torch.config import load
+
+    validated = []
+    real_validate = load.validate
+
+    def validate(*args, **kwargs):
+        _press()
+        result = real_validate(*args, **kwargs)
+        validated.append(True)
+        return result
+
+    monkeypatch.setattr(load, "validate", validate)
+    with handle_sigint(), pytest.raises(KeyboardInterrupt):
+        load.load_config(None, ["train.epochs=3"])
+    assert validated == [True]
+
+
+def test_ctrl_c_while_the_figures_process_starts_is_exit_130_in_one_line(tmp_path) -> None:
+    # The first moments of `logreg-torch train`: the figures' process is started before the
+    # command runs. A press there was a KeyboardInterrupt traceback (and exit -2).
+    code = (
+        "import os, signal, sys\n"
+        "from logreg_torch import cli, figure_worker\n"
+        "real = figure_worker.FigureWorker.__init__\n"
+        "def init(self):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    real(self)\n"
+        "figure_worker.FigureWorker.__init__ = init\n"
+        f"cli.console_main(['train', 'log.run_dir={tmp_path / 'run'}'])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == "interrupted"
+    assert not (tmp_path / "run").exists()

@@ -35,6 +35,11 @@ def _start(ctx, run: Path) -> tuple[multiprocessing.Process, Path]:
             f"log.run_dir={run}", "train.device=cpu"]  # Ctrl-C is the point, not the device
     proc = ctx.Process(target=cli.console_main, args=(argv, str(log)))
     proc.start()
+    # The clock starts with the command (console_main opens the log first): a press during
+    # multiprocessing's own start-up of the child is a traceback of the harness, not ours.
+    deadline = time.monotonic() + 60
+    while not log.exists() and proc.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.001)
     return proc, log
 
 

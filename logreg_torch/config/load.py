@@ -19,8 +19,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from logreg_torch.config.schema import _DOTTED, _NAME, _SCHEMA, Config, ConfigError, Where
 from logreg_torch.config.validate import _describe, _nearest, _pos_weight, validate
+from logreg_torch.interrupts import critical
 
 
+# Ctrl-C is held until this returns (and config_from_dict, config_to_yaml): cut inside
+# OmegaConf, its own clean-up fails on the half-built node and turns the interrupt into a
+# ConfigKeyError with a traceback.
+@critical()
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
     """Defaults, then the YAML file at ``path`` (if any), then ``key=value`` overrides."""
     layers: list[tuple[dict, Where]] = []
@@ -31,6 +36,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
     return _build(layers)
 
 
+@critical()
 def config_from_dict(d: dict, source: str = "config dict") -> Config:
     """Rebuild and validate a resolved config, e.g. ``dataclasses.asdict`` of one in a checkpoint.
 
@@ -39,6 +45,7 @@ def config_from_dict(d: dict, source: str = "config dict") -> Config:
     return _build([(_escape(d), lambda key: source)])
 
 
+@critical()
 def config_to_yaml(cfg: Config) -> str:
     # OmegaConf's dumper quotes strings its loader would read back as numbers (e.g. "1e-3").
     return OmegaConf.to_yaml(OmegaConf.create(_escape(dataclasses.asdict(cfg))))
