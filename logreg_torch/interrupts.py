@@ -58,12 +58,15 @@ def stopping() -> None:
 @contextmanager
 def handle_sigint(restore: bool = True) -> Iterator[None]:
     """Install the handler for the body (main thread only; elsewhere, or nested, a no-op).
+    A process started with SIGINT ignored (``cmd &`` in a script) keeps ignoring it, as
+    Python itself does: Ctrl-C at the terminal is not meant for it.
 
     ``restore=False`` ignores Ctrl-C afterwards, for a process that is about to exit (its
     interpreter shutdown joins threads and must not be cut either).
     """
-    if threading.current_thread() is not threading.main_thread() or _state["installed"]:
-        yield  # elsewhere, or inside an outer handle_sigint: that one is in charge
+    if (threading.current_thread() is not threading.main_thread() or _state["installed"]
+            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
+        yield  # elsewhere, inside an outer handle_sigint (in charge), or ignored
         return
     previous = signal.signal(signal.SIGINT, _on_sigint)
     _state.update(installed=True, depth=0, pending=False, stopping=False)

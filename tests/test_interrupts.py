@@ -143,3 +143,18 @@ def test_ctrl_c_while_the_figures_process_starts_is_exit_130_in_one_line(tmp_pat
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip() == "interrupted"
     assert not (tmp_path / "run").exists()
+
+
+def test_a_process_that_ignores_ctrl_c_keeps_ignoring_it() -> None:
+    # `logreg-torch train ... &` in a script starts with SIGINT ignored, so that Ctrl-C at
+    # the terminal stops the script and not the job; installing the handler made it stoppable.
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with handle_sigint():
+            _press()
+            with critical():
+                _press()
+            still = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert still is signal.SIG_IGN
