@@ -3,7 +3,7 @@
     python scripts/bench_solvers.py                 # the panel (six data sets), 3 rounds
     python scripts/bench_solvers.py --quick         # the panel on small versions, 1 round
     python scripts/bench_solvers.py --single [--n 200000] [--d 100] [--repeat 5]
-    python scripts/bench_solvers.py --finish CONFIG [--rounds 3] [--old]  # the finish's cost
+    python scripts/bench_solvers.py --finish CONFIG [--rounds 7] [--old]  # scripts/bench_finish.py
 
 The panel: breast_cancer (unscaled and standardized), a near-separable set, an ill-conditioned
 one (correlated columns, scales 1e-3..1e3, not standardized), a wide one (D = 1000) and a tall
@@ -19,7 +19,7 @@ solver against a script that loads the same files and fits with scikit-learn's f
 
 --single: the earlier comparison on one synthetic problem, where every solver gets the fewest
 iterations that end within 1e-6 (doubling, then bisection), then a second pass beside one
-competing CPU-bound process. Also a section of scripts/benchmark.py.
+competing CPU-bound process (scripts/bench_single.py; also section 3b of scripts/benchmark.py).
 """
 
 from __future__ import annotations
@@ -27,175 +27,25 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import time
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from logreg_torch.config import load_config
-from logreg_torch.data import make_classification
-from logreg_torch.fullbatch import Rows, SolveState, solve_epoch
-from logreg_torch.model import LogisticRegression
-from logreg_torch.objective import make_objective
-from logreg_torch.runtime import resolve_runtime
-from logreg_torch.solvers import make_optimizer
-
-REL_TOL = 1e-6
-
-
-def objective64(X64: np.ndarray, y64: np.ndarray, w: np.ndarray, b: float, C: float) -> float:
-    """scikit-learn's L2 objective divided by C*n: mean log loss + ||w||^2 / (2 C n), float64."""
-    z = X64 @ w + b
-    return float(np.mean(np.logaddexp(0.0, z) - y64 * z) + (w @ w) / (2 * C * len(y64)))
-
-
-def ours(X: torch.Tensor, y: torch.Tensor, solver: str, l2: float,
-         budget: int) -> Callable[[], tuple[np.ndarray, float]]:
-    """One full-batch solve from zeros as fit runs it (fullbatch.solve_epoch, fast path for
-    lbfgs), ``budget`` iterations, tol 0 so that the budget alone says when it stops."""
-    return _solve(X, y, solver, l2, budget, ["optim.tol=0", "optim.fp64_finish=false"])
-
-
-def _solve(X: torch.Tensor, y: torch.Tensor, solver: str, l2: float, max_iter: int,
-           overrides: list[str]) -> Callable[[], tuple[np.ndarray, float]]:
-    """A full-batch solve from zeros as fit runs it, configured by ``overrides``."""
-    precision = "fp64" if X.dtype == torch.float64 else "fp32"
-    cfg = load_config(None, ["train.device=cpu", f"train.precision={precision}",
-                             f"optim.name={solver}", f"optim.max_iter={max_iter}",
-                             "train.batch_size=null", f"loss.l2={l2!r}", "train.epochs=1",
-                             *overrides])
-    runtime = resolve_runtime("cpu", precision)
-    objective = make_objective(cfg, y, runtime.device, runtime.dtype)
-    rows = Rows(X, y, None, len(X))
-
-    def run() -> tuple[np.ndarray, float]:
-        model = LogisticRegression(X.shape[1]).to(runtime.dtype)
-        optimizer = make_optimizer(cfg, model)
-        solve_epoch(model, optimizer, objective, rows, runtime, cfg.optim, SolveState(),
-                    max_iter)
-        return (model.linear.weight.detach().double().numpy()[0],
-                float(model.linear.bias.detach()))
-
-    return run
-
-
-def sklearn(X64: np.ndarray, y64: np.ndarray, solver: str, C: float,
-            budget: int) -> Callable[[], tuple[np.ndarray, float]]:
-    from sklearn.linear_model import LogisticRegression as Sk
-
-    def run() -> tuple[np.ndarray, float]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ConvergenceWarning: the budget is the point
-            m = Sk(C=C, solver=solver, tol=1e-14, max_iter=budget).fit(X64, y64)
-        return m.coef_[0], float(m.intercept_[0])
-
-    return run
-
-
-def smallest_budget(gap: Callable[[int], float], k_max: int) -> tuple[int, float]:
-    """Smallest budget whose run ends within REL_TOL of f* (or k_max), and its gap."""
-    seen: dict[int, float] = {}
-
-    def g(k: int) -> float:
-        if k not in seen:
-            seen[k] = gap(k)
-        return seen[k]
-
-    hi = 1
-    while hi < k_max and g(hi) > REL_TOL:
-        hi *= 2
-    hi = min(hi, k_max)
-    lo = 0
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if g(mid) <= REL_TOL else (mid, hi)
-    return hi, g(hi)
-
-
-def timed(fns: dict[str, Callable[[], object]], repeat: int,
-          settle: float = 0.3) -> dict[str, list[float]]:
-    """Seconds of each function over ``repeat`` interleaved rounds (rotating order; a short
-    sleep before each call lets the previous call's thread pools go idle)."""
-    names = list(fns)
-    out: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeat):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            time.sleep(settle)
-            start = time.perf_counter()
-            fns[name]()
-            out[name].append(time.perf_counter() - start)
-    return out
-
-
-def busy_process() -> subprocess.Popen:
-    """One competing CPU-bound process: a Python busy loop (one core)."""
-    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
-
-
-def report(title: str, times: dict[str, list[float]], budgets: dict[str, int]) -> list[str]:
-    med = {n: statistics.median(t) for n, t in times.items()}
-    base = min(med[n] for n in med if n.startswith("sklearn"))
-    lines = [f"  {title} (median, min-max over {len(next(iter(times.values())))} runs):"]
-    for name, t in times.items():
-        lines.append(f"    {name:<26} {budgets[name]:>4} it  {med[name]:7.3f} s "
-                     f"({min(t):.3f}-{max(t):.3f})  ratio to fastest sklearn "
-                     f"{med[name] / base:5.2f}")
-    return lines
-
-
-def bench(n: int, d: int, repeat: int, C: float = 1.0, k_max: int = 1024,
-          keep: bool = False):
-    """Print the comparison; return its lines, or with ``keep`` the times by machine state."""
-    from sklearn.linear_model import LogisticRegression as Sk
-    from sklearn.preprocessing import StandardScaler
-
-    X_raw, y_raw = make_classification(n, d, n_informative=10, class_sep=1.0, weights=None,
-                                       seed=0)
-    X64 = StandardScaler().fit_transform(X_raw)
-    y64 = y_raw.astype(np.float64)
-    ref = Sk(C=C, solver="newton-cholesky", tol=1e-10, max_iter=100).fit(X64, y64)
-    f_star = objective64(X64, y64, ref.coef_[0], float(ref.intercept_[0]), C)
-    X32 = torch.tensor(X64, dtype=torch.float32).t().contiguous().t()  # as fit stores it
-    y32 = torch.tensor(y64, dtype=torch.float32)
-    Xd, yd = torch.tensor(X64), torch.tensor(y64)
-    makers: dict[str, Callable[[int], Callable]] = {
-        "sklearn lbfgs": lambda k: sklearn(X64, y64, "lbfgs", C, k),
-        "sklearn newton-cholesky": lambda k: sklearn(X64, y64, "newton-cholesky", C, k),
-        "ours lbfgs fp32": lambda k: ours(X32, y32, "lbfgs", 1 / (C * n), k),
-        "ours newton fp32": lambda k: ours(X32, y32, "newton", 1 / (C * n), k),
-        "ours newton fp64": lambda k: ours(Xd, yd, "newton", 1 / (C * n), k),
-    }
-    budgets, fns, lines = {}, {}, [f"  f* = {f_star:.12g} (n={n}, d={d}, C={C}); "
-                                   f"torch threads {torch.get_num_threads()}"]
-    for name, make in makers.items():
-        def gap(k: int, make=make) -> float:
-            w, b = make(k)()
-            return (objective64(X64, y64, w, b, C) - f_star) / f_star
-
-        budgets[name], reached = smallest_budget(gap, k_max)
-        fns[name] = make(budgets[name])
-        lines.append(f"    {name}: {budgets[name]} iterations reach {reached:+.1e}")
-    print("\n".join(lines), flush=True)
-    quiet = timed(fns, repeat)
-    out = report("no competing process of ours", quiet, budgets)
-    print("\n".join(out), flush=True)
-    hog = busy_process()
-    try:
-        loaded = timed(fns, repeat)
-    finally:
-        hog.kill()
-        hog.wait()
-    busy = report("one competing CPU-bound process", loaded, budgets)
-    print("\n".join(busy), flush=True)
-    if keep:
-        return {"quiet": quiet, "busy": loaded}
-    return lines + out + busy
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling scripts below
+import bench_e2e  # noqa: E402
+import bench_finish  # noqa: E402
+from bench_single import (  # noqa: E402
+    REL_TOL,
+    Fit,
+    bench,
+    column_major,
+    objective64,
+    sklearn_fit,
+    solve_as_fit,
+    timed,
+)
 
 # ----------------------------------------------------------------------------- the panel
 
@@ -249,40 +99,25 @@ def panel_data(quick: bool) -> dict[str, tuple[np.ndarray, np.ndarray, bool]]:
 
 
 def _ours_at_tol(X: torch.Tensor, y: torch.Tensor, solver: str, l2: float, tol: float,
-                 max_iter: int) -> Callable[[], tuple[np.ndarray, float]]:
+                 max_iter: int) -> Fit:
     """One full-batch solve from zeros as fit runs it, to max|grad| <= tol (fp32 with the
     float64 finish, the default)."""
-    return _solve(X, y, solver, l2, max_iter, [f"optim.tol={tol!r}"])
-
-
-def _sklearn_at_tol(X64: np.ndarray, y64: np.ndarray, solver: str, C: float, tol: float,
-                    max_iter: int) -> Callable[[], tuple[np.ndarray, float]]:
-    from sklearn.linear_model import LogisticRegression as Sk
-
-    def run() -> tuple[np.ndarray, float]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a ConvergenceWarning shows in the gap
-            m = Sk(C=C, solver=solver, tol=tol, max_iter=max_iter).fit(X64, y64)
-        return m.coef_[0], float(m.intercept_[0])
-
-    return run
+    return solve_as_fit(X, y, solver, l2, max_iter, [f"optim.tol={tol!r}"])
 
 
 def panel_row(name: str, X_raw: np.ndarray, y64: np.ndarray, standardize: bool, rounds: int,
               max_iter: int, C: float = 1.0, tol: float = TOL) -> dict:
     """Times and gaps of the six solvers on one data set (see the module docstring)."""
-    from sklearn.linear_model import LogisticRegression as Sk
     from sklearn.preprocessing import StandardScaler
 
     X64 = StandardScaler().fit_transform(X_raw) if standardize else np.asarray(X_raw, float)
     n = len(X64)
     l2 = 1 / (C * n)
-    X32 = torch.tensor(X64, dtype=torch.float32).t().contiguous().t()  # as fit stores it
-    Xd = torch.tensor(X64).t().contiguous().t()
+    X32, Xd = column_major(X64, torch.float32), column_major(X64, torch.float64)
     y32, yd = torch.tensor(y64, dtype=torch.float32), torch.tensor(y64)
     k = max_iter
-    fns = {"sklearn lbfgs": _sklearn_at_tol(X64, y64, "lbfgs", C, tol, k),
-           "sklearn newton-cholesky": _sklearn_at_tol(X64, y64, "newton-cholesky", C, tol, k),
+    fns = {"sklearn lbfgs": sklearn_fit(X64, y64, "lbfgs", C, tol, k),
+           "sklearn newton-cholesky": sklearn_fit(X64, y64, "newton-cholesky", C, tol, k),
            "ours lbfgs fp32": _ours_at_tol(X32, y32, "lbfgs", l2, tol, k),
            "ours lbfgs fp64": _ours_at_tol(Xd, yd, "lbfgs", l2, tol, k),
            "ours newton fp32": _ours_at_tol(X32, y32, "newton", l2, tol, k),
@@ -290,12 +125,9 @@ def panel_row(name: str, X_raw: np.ndarray, y64: np.ndarray, standardize: bool, 
     results: dict[str, tuple] = {}
     wrapped = {k: (lambda k=k, f=f: results.__setitem__(k, f())) for k, f in fns.items()}
     times = timed(wrapped, rounds, settle=0.3 if rounds > 1 else 0.0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ref = Sk(C=C, solver="newton-cholesky", tol=1e-12, max_iter=1000).fit(X64, y64)
+    ref = sklearn_fit(X64, y64, "newton-cholesky", C, 1e-12, 1000)
     objective = {k: objective64(X64, y64, w, b, C) for k, (w, b) in results.items()}
-    f_star = min(objective64(X64, y64, ref.coef_[0], float(ref.intercept_[0]), C),
-                 *objective.values())
+    f_star = min(objective64(X64, y64, *ref(), C), *objective.values())
     gaps = {k: (v - f_star) / abs(f_star) for k, v in objective.items()}
     return {"name": name, "n": n, "d": X64.shape[1], "times": times, "gaps": gaps,
             "standardize": standardize, "max_iter": max_iter}
@@ -345,7 +177,6 @@ def whole_process(row: dict, X_raw: np.ndarray, y64: np.ndarray, rounds: int,
                   tmp: Path) -> None:
     """``logreg-torch train`` with our fastest solver vs the scikit-learn script with theirs,
     on the same float32 .npy folder: wall-clock medians, peak RSS (bench_e2e's launcher)."""
-    e2e = _bench_e2e()
     folder = tmp / row["name"].replace(" ", "_").replace("=", "")
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / "X.npy", np.asarray(X_raw, np.float32))
@@ -362,7 +193,7 @@ def whole_process(row: dict, X_raw: np.ndarray, y64: np.ndarray, rounds: int,
     script = tmp / "sk_fit.py"
     script.write_text(SK_SCRIPT)
     sk_solver = row["best_sklearn"].split()[1]
-    jobs = {"ours": lambda r: [*e2e._cli(), "train", str(config), "--quiet",
+    jobs = {"ours": lambda r: [*bench_e2e._cli(), "train", str(config), "--quiet",
                                f"log.run_dir={folder / f'run-{r}'}"],
             "sklearn": lambda r: [sys.executable, str(script), str(folder), sk_solver,
                                   "1" if row["standardize"] else "0", repr(TOL),
@@ -370,7 +201,7 @@ def whole_process(row: dict, X_raw: np.ndarray, y64: np.ndarray, rounds: int,
     out: dict[str, list] = {k: [] for k in jobs}
     for r in range(rounds):
         for k in (list(jobs) if r % 2 == 0 else list(jobs)[::-1]):
-            wall, rss, _, _ = e2e.run(jobs[k](r), dict(os.environ))
+            wall, rss, _, _ = bench_e2e.run(jobs[k](r), dict(os.environ))
             out[k].append((wall, rss))
     med = {k: statistics.median(w for w, _ in v) for k, v in out.items()}
     rss = {k: statistics.median(m for _, m in v) for k, v in out.items()}
@@ -381,16 +212,6 @@ def whole_process(row: dict, X_raw: np.ndarray, y64: np.ndarray, rounds: int,
           f"peak {rss['ours']:.0f} MB; scikit-learn ({sk_solver}) {med['sklearn']:.2f} s, "
           f"peak {rss['sklearn']:.0f} MB: {ratio:.2f}x (target <= {TARGET_WHOLE}: {verdict})")
     row.update(whole=ratio, whole_ours=med["ours"], whole_sklearn=med["sklearn"])
-
-
-def _bench_e2e():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_e2e",
-                                                  Path(__file__).with_name("bench_e2e.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_panel(quick: bool, rounds: int, only: str | None = None) -> list[dict]:
@@ -411,80 +232,6 @@ def run_panel(quick: bool, rounds: int, only: str | None = None) -> list[dict]:
     return rows
 
 
-# ----------------------------------------------------------------------------- the finish
-
-
-def finish_cost(config: str, rounds: int, old: bool = False) -> dict[str, float]:
-    """The float64 finish against the float32 solve it finishes, in one process: the data read
-    as ``logreg-torch train CONFIG`` reads it (a full-batch lbfgs config that float32 stalls
-    on), then per round the float32 L-BFGS solve to its stall (``optim.fp64_finish=false``)
-    and the finish from there as a run does it (its first step on the stall's float32
-    gradient), timed apart, interleaved with the finish without that seed (two float64 passes
-    at least) and, with ``old``, the old finish (a float64 copy of the rows and the autodiff
-    Hessian) on the same stalled model. Medians."""
-    import copy
-
-    from logreg_torch import fullbatch
-    from logreg_torch.data import prepare
-    from logreg_torch.newton import ChunkedObjective
-
-    cfg = load_config(config, ["train.device=cpu", "optim.fp64_finish=false"])
-    runtime = resolve_runtime("cpu", "fp32")
-    X, y = prepare(cfg.data, cfg.train.seed, dtype=torch.float32, column_major=True).train
-    objective = make_objective(cfg, y, runtime.device, runtime.dtype)
-    rows = Rows(X, y, None, len(X))
-    times: dict[str, list[float]] = {"float32 solve": [], "finish": [], "unseeded": []}
-    if old:
-        times["old finish"] = []
-    for r in range(rounds):
-        model = LogisticRegression(X.shape[1])
-        state = SolveState()
-        start = time.perf_counter()
-        report = solve_epoch(model, make_optimizer(cfg, model), objective, rows, runtime,
-                             cfg.optim, state, cfg.optim.max_iter)
-        times["float32 solve"].append(time.perf_counter() - start)
-        if report.reason != "stalled":
-            raise SystemExit(f"float32 did not stall on {config} ({report}): nothing to finish")
-        left = cfg.optim.max_iter - report.n_iter
-        seed = fullbatch._stall_gradient(model)
-        order = [k for k in times if k != "float32 solve"][::1 if r % 2 == 0 else -1]
-        for name in order:
-            stalled = copy.deepcopy(model)
-            start = time.perf_counter()
-            if name in ("finish", "unseeded"):
-                done = fullbatch._finish_in_float64(stalled, None, objective, rows, runtime,
-                                                    cfg.optim, left, None,
-                                                    seed if name == "finish" else None)
-            else:
-                done = _old_finish(stalled, objective, rows, runtime, cfg, left, ChunkedObjective)
-            times[name].append(time.perf_counter() - start)
-            assert done.converged, (name, done)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{config}: n={len(X)}, d={X.shape[1]}, stalled at max|grad| {report.grad_max:.1e} "
-          f"after {report.n_iter} iterations; medians of {rounds}")
-    for k, v in times.items():
-        print(f"  {k:<14} {med[k]:7.3f} s ({min(v):.3f}-{max(v):.3f})  "
-              f"{med[k] / med['float32 solve']:.2f}x the float32 solve")
-    return med
-
-
-def _old_finish(model, objective, rows, runtime, cfg, budget, ChunkedObjective):
-    """The finish before: Newton on a float64 copy of the rows, autodiff Hessian."""
-    import dataclasses
-
-    from logreg_torch.newton import flat_params, load_flat, newton
-
-    model64 = model.double()
-    objective64 = dataclasses.replace(objective, pos_weight=None)
-    X64, y64 = rows.X.double(), rows.y.double()
-    obj = ChunkedObjective(model64, lambda z, t, w: objective64.data_loss(z, t) * len(z),
-                           lambda p: objective64.penalty_of(list(p.values())),
-                           lambda: iter([(X64, y64, None)]), len(X64))
-    theta, report = newton(obj, flat_params(model64), tol=cfg.optim.tol, max_iter=budget)
-    load_flat(model64, theta)
-    return report
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the panel on small data, 1 round")
@@ -503,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"cpus {os.cpu_count()}, load average "
           + ", ".join(f"{v:.2f}" for v in os.getloadavg()), flush=True)
     if args.finish:
-        finish_cost(args.finish, args.rounds, args.old)
+        bench_finish.finish_cost(args.finish, args.rounds, args.old)
     elif args.single:
         bench(args.n, args.d, args.repeat)
     else:

@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py            # full sizes (several minutes)
     python scripts/benchmark.py --quick    # smaller sizes, under a minute
+    python scripts/benchmark.py --device cuda [--quick]  # only the GPU's rows (section 1b)
 
 Every figure is a ratio against a baseline measured in the same process, the two alternating
 (A, B, A, B, ...) and each summarised by its median, so that noise from other processes on the
@@ -11,7 +12,7 @@ machine hits both alike. The comparisons:
    read of X (``X.sum()``); the plain autograd path for reference;
 2. minibatch training: samples/s of ``train_one_epoch`` vs the textbook DataLoader loop;
 3. time to scikit-learn's optimum: our full-batch L-BFGS vs ``LogisticRegression(C=1.0)``;
-3b. the same for every solver (``scripts/bench_solvers.py``): our lbfgs and newton vs
+3b. the same for every solver (``scripts/bench_single.py``): our lbfgs and newton vs
    scikit-learn's lbfgs and newton-cholesky, idle and with one competing CPU-bound process;
 4. the losses alone (``scripts/bench_losses.py``);
 5. end to end: ``logreg-torch train`` vs a plain scikit-learn script, as whole processes.
@@ -28,13 +29,12 @@ ops, then slows down several-fold. ``OMP_WAIT_POLICY=PASSIVE`` (set before Pytho
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,15 +44,17 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from logreg_torch.config import load_config
-from logreg_torch.data import make_classification
 from logreg_torch.loop import train_one_epoch
 from logreg_torch.losses import binary_cross_entropy_with_logits
 from logreg_torch.model import LogisticRegression
 from logreg_torch.objective import make_objective
 from logreg_torch.runtime import resolve_runtime
-from logreg_torch.solvers import make_optimizer
 
-SCRIPTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling scripts below
+import bench_e2e  # noqa: E402
+import bench_losses  # noqa: E402
+import bench_single  # noqa: E402
+
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")
 H100_SXM_GBS = 3350.0  # HBM3 peak of an H100 SXM, GB/s
@@ -89,27 +91,14 @@ def _sync(device: torch.device) -> None:
 def interleaved(fns: dict[str, Callable[[], object]], repeat: int,
                 device: torch.device = CPU, warmup: int = 1,
                 settle: float = 0.0) -> dict[str, float]:
-    """Median seconds of each function, run in turn (A, B, A, B, ...) ``repeat`` times.
-
-    Each round starts one function later (A B C, B C A, ...), so that every function follows
-    every other equally often. ``settle`` seconds of sleep before each call let the previous
-    call's thread pool go idle: scikit-learn brings its own OpenMP runtime, whose threads spin
-    after a fit and would otherwise slow whatever torch code runs next (by ~0.1 s here).
-    """
+    """Median seconds of each function, run in turn (A B C, B C A, ...) ``repeat`` times
+    (bench_single.timed), each timed to the end of its GPU work; ``warmup`` calls first."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    names = list(fns)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(repeat):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            if settle:
-                time.sleep(settle)
-            _sync(device)
-            start = time.perf_counter()
-            fns[name]()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
+    _sync(device)
+    synced = {name: (lambda fn=fn: (fn(), _sync(device))) for name, fn in fns.items()}
+    times = bench_single.timed(synced, repeat, settle)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -240,122 +229,24 @@ def bench_minibatch(n: int, n_loader: int, d: int, repeat: int, batch_size: int 
 # ----------------------------------------------------------------------------- 3. sklearn
 
 
-def objective64(X64: np.ndarray, y64: np.ndarray, w: np.ndarray, b: float, C: float) -> float:
-    """scikit-learn's L2 objective divided by C*n: mean log loss + ||w||^2 / (2 C n), float64."""
-    z = X64 @ w + b
-    return float(np.mean(np.logaddexp(0.0, z) - y64 * z) + (w @ w) / (2 * C * len(y64)))
-
-
-def lbfgs_run(X: torch.Tensor, y: torch.Tensor, precision: str, l2: float,
-              max_iter: int) -> Callable[[], LogisticRegression]:
-    """A fit by our full-batch L-BFGS (strong Wolfe, fast path): one epoch of ``max_iter``
-    iterations from zeros. The tolerances are tiny, so that max_iter alone says when it stops.
-    The config and objective are built here, outside what the benchmark times."""
-    cfg = load_config(None, ["train.device=cpu", f"train.precision={precision}",
-                             "optim.name=lbfgs", "optim.lr=1.0", f"optim.max_iter={max_iter}",
-                             "optim.tol=1e-12", "train.batch_size=null", f"loss.l2={l2!r}"])
-    runtime = resolve_runtime("cpu", precision)
-    objective = make_objective(cfg, y, runtime.device, runtime.dtype)
-    assert objective.fused
-
-    def run() -> LogisticRegression:
-        model = LogisticRegression(X.shape[1]).to(runtime.dtype)
-        optimizer = make_optimizer(cfg, model)
-        train_one_epoch(model, optimizer, objective, X, y, batch_size=None, epoch_seed=0,
-                        runtime=runtime)
-        return model
-
-    return run
-
-
-def _iterations_to_reach(gap_after: Callable[[int], float], rel_tol: float,
-                         k_max: int) -> tuple[int, float, bool]:
-    """Smallest max_iter whose run ends within rel_tol (doubling, then bisection).
-
-    When even k_max does not get there, the target becomes what k_max reaches (plus 10%).
-    Returns (iterations, relative gap reached, whether rel_tol was reached)."""
-    gaps: dict[int, float] = {}
-
-    def gap(k: int) -> float:
-        if k not in gaps:
-            gaps[k] = gap_after(k)
-        return gaps[k]
-
-    hi = 4
-    while hi < k_max and gap(hi) > rel_tol:
-        hi *= 2
-    hi = min(hi, k_max)
-    reached = gap(hi) <= rel_tol
-    goal = rel_tol if reached else gap(hi) + 0.1 * abs(gap(hi))
-    lo = 0  # lo fails (or is 0), hi succeeds
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if gap(mid) <= goal else (mid, hi)
-    return hi, gap(hi), reached
-
-
-def bench_sklearn(n: int, d: int, repeat: int, k_max: int, C: float = 1.0,
-                  rel_tol: float = 1e-6) -> list[Row]:
-    from sklearn.linear_model import LogisticRegression as SkLogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    X_raw, y_raw = make_classification(n, d, n_informative=10, class_sep=1.0, weights=None,
-                                       seed=0)
-    X64 = StandardScaler().fit_transform(X_raw)
-    y64 = y_raw.astype(np.float64)
-    l2 = 1.0 / (C * n)
-
-    def fit_sklearn():
-        return SkLogisticRegression(C=C, tol=1e-6).fit(X64, y64)
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        sk = fit_sklearn()
-    f_sk = objective64(X64, y64, sk.coef_[0], float(sk.intercept_[0]), C)
-    print(f"  sklearn: {sk.n_iter_[0]} iterations, objective {f_sk:.12g}"
-          + (f" ({len(caught)} warnings: {caught[0].message})" if caught else ""))
-
-    data = {}
-    for precision, dtype in (("fp32", torch.float32), ("fp64", torch.float64)):
-        X = torch.tensor(X64, dtype=dtype).t().contiguous().t()  # column-major, as fit stores it
-        y = torch.tensor(y64, dtype=dtype)
-
-        def gap_after(k: int, X=X, y=y, precision=precision) -> float:
-            model = lbfgs_run(X, y, precision, l2, k)()
-            w = model.linear.weight.detach().double().numpy()[0]
-            b = float(model.linear.bias.detach())
-            return (objective64(X64, y64, w, b, C) - f_sk) / f_sk
-
-        k, gap, reached = _iterations_to_reach(gap_after, rel_tol, k_max)
-        data[precision] = (X, y, k, gap, reached)
-        print(f"  ours {precision}: {k} L-BFGS iterations reach relative gap {gap:+.2e} "
-              + ("" if reached else f"(cannot reach {rel_tol:g} within {k_max} iterations)"))
-
-    fns: dict[str, Callable[[], object]] = {"sklearn": fit_sklearn}
-    for precision, (X, y, k, _, _) in data.items():
-        fns[precision] = lbfgs_run(X, y, precision, l2, k)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        t = interleaved(fns, repeat, warmup=0, settle=0.5)
-    print(f"  sklearn fit {t['sklearn']:.3f} s; ours fp32 {t['fp32']:.3f} s, "
-          f"fp64 {t['fp64']:.3f} s")
+def bench_sklearn(n: int, d: int, repeat: int, k_max: int) -> list[Row]:
+    """Section 3 (bench_single.bench_sklearn): our L-BFGS epoch to scikit-learn's objective."""
+    t = bench_single.bench_sklearn(n, d, repeat, k_max)
     rows = []
-    for precision, (_, _, _, gap, reached) in data.items():
-        within = f"to {rel_tol:g}" if reached else f"to {gap:.1e} only"
-        rows.append(Row(f"time to sklearn optimum {within} {precision}",
-                        f"{t[precision]:.3f} s", f"{t['sklearn']:.3f} s",
-                        t[precision] / t["sklearn"], "<= 0.5" if precision == "fp32" else ""))
+    for precision in ("fp32", "fp64"):
+        seconds, gap, reached = t[precision]
+        within = f"to {bench_single.REL_TOL:g}" if reached else f"to {gap:.1e} only"
+        rows.append(Row(f"time to sklearn optimum {within} {precision}", f"{seconds:.3f} s",
+                        f"{t['sklearn'][0]:.3f} s", seconds / t["sklearn"][0],
+                        "<= 0.5" if precision == "fp32" else ""))
     return rows
 
 
 def bench_solvers(n: int, d: int, repeat: int) -> list[Row]:
-    """Section 3b: prints its own table (five solvers, two machine states); adds the ratios of
-    ours to the fastest scikit-learn solver to the summary."""
-    spec = importlib.util.spec_from_file_location("bench_solvers", SCRIPTS / "bench_solvers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """Section 3b (bench_single.bench): prints its own table (five solvers, two machine
+    states); adds the ratios of ours to the fastest scikit-learn solver to the summary."""
     rows = []
-    for state, times in module.bench(n, d, repeat, keep=True).items():
+    for state, times in bench_single.bench(n, d, repeat).items():
         med = {name: statistics.median(t) for name, t in times.items()}
         fastest = min(v for k, v in med.items() if k.startswith("sklearn"))
         for name in (k for k in med if k.startswith("ours")):
@@ -368,14 +259,11 @@ def bench_solvers(n: int, d: int, repeat: int) -> list[Row]:
 
 
 def bench_loss_functions(sizes: list[int], repeat: int) -> list[Row]:
-    spec = importlib.util.spec_from_file_location("bench_losses", SCRIPTS / "bench_losses.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     rows = []
     for kind in ("probs", "logits"):
         for n in sizes:
-            ours, theirs = module.bench(kind, n, CPU, repeat)
-            target = module.TARGETS.get((kind, n))
+            ours, theirs = bench_losses.bench(kind, n, CPU, repeat)
+            target = bench_losses.TARGETS.get((kind, n))
             rows.append(Row(f"loss {kind} fwd+bwd / torch N={n:.0e}", _ms(ours), _ms(theirs),
                             ours / theirs, "" if target is None else f"<= {target}"))
     return rows
@@ -384,16 +272,9 @@ def bench_loss_functions(sizes: list[int], repeat: int) -> list[Row]:
 # ----------------------------------------------------------------------------- 5. end to end
 
 
-def _bench_e2e():
-    spec = importlib.util.spec_from_file_location("bench_e2e", SCRIPTS / "bench_e2e.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def bench_end_to_end(n: int, d: int, rounds: int = 2) -> Row:
     """``logreg-torch train`` vs the scikit-learn script as whole processes (bench_e2e.py)."""
-    e2e = _bench_e2e()
+    e2e = bench_e2e  # its data, runs and report
     with tempfile.TemporaryDirectory(prefix="logreg-bench-") as tmp_name:
         data = e2e.ensure_data(Path(tmp_name) / "data", n, d)
         out = e2e.report(n, d, e2e.bench_size(Path(tmp_name), data, n, d, rounds,
@@ -434,26 +315,11 @@ def print_table(rows: list[Row]) -> None:
               f"{r.target:>6}  {r.status}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, under a minute")
-    parser.add_argument("--peak-gbs", type=float, default=H100_SXM_GBS,
-                        help="the GPU's nominal memory bandwidth, GB/s (default: H100 SXM)")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--e2e", nargs=argparse.REMAINDER, metavar="ARGS",
-                        help="only the end-to-end processes (scripts/bench_e2e.py; ARGS go to it)")
-    args = parser.parse_args()
-    if args.e2e is not None:
-        _bench_e2e().main(args.e2e)
-        return
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    q = args.quick
-    print(machine())
-    print("float32 unless stated; ratio = ours / baseline, medians of interleaved runs"
-          + (" (--quick sizes)" if q else ""))
-    started = time.perf_counter()
-    steps: list[tuple[str, Callable[[], Row | list[Row]]]] = [
+def _steps(q: bool, device: str | None,
+           peak_gbs: float) -> list[tuple[str, Callable[[], Row | list[Row]]]]:
+    """The sections to run: the CPU ones unless ``device`` is cuda, the GPU one where there
+    is a GPU unless ``device`` is cpu."""
+    cpu = [
         ("1. full-batch epoch", lambda: bench_full_batch(200_000 if q else 1_000_000, 100,
                                                          repeat=7 if q else 15)),
         ("2. minibatch training", lambda: bench_minibatch(
@@ -466,12 +332,41 @@ def main() -> None:
                                                    repeat=7 if q else 15)),
         ("5. end to end", lambda: bench_end_to_end(200_000 if q else 1_000_000, 100)),
     ]
-    if torch.cuda.is_available():
-        steps.insert(1, ("1b. full-batch epoch on CUDA", lambda: [
-            row for n in ([10**6] if q else [10**6, 10**7])
-            for row in bench_cuda(n, 100, repeat=10 if q else 30, peak_gbs=args.peak_gbs)]))
+    gpu = [("1b. full-batch epoch on CUDA", lambda: [
+        row for n in ([10**6] if q else [10**6, 10**7])
+        for row in bench_cuda(n, 100, repeat=10 if q else 30, peak_gbs=peak_gbs)])]
+    if device == "cuda":
+        return gpu
+    if device == "cpu" or not torch.cuda.is_available():
+        return cpu
+    return cpu[:1] + gpu + cpu[1:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, under a minute")
+    parser.add_argument("--device", choices=("cpu", "cuda"),
+                        help="only the CPU rows, or only the GPU's (default: both, where "
+                             "there is a GPU)")
+    parser.add_argument("--peak-gbs", type=float, default=H100_SXM_GBS,
+                        help="the GPU's nominal memory bandwidth, GB/s (default: H100 SXM)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--e2e", nargs=argparse.REMAINDER, metavar="ARGS",
+                        help="only the end-to-end processes (scripts/bench_e2e.py; ARGS go to it)")
+    args = parser.parse_args()
+    if args.e2e is not None:
+        bench_e2e.main(args.e2e)
+        return
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.exit(2, "error: --device cuda, but torch sees no CUDA device here\n")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(machine())
+    print("float32 unless stated; ratio = ours / baseline, medians of interleaved runs"
+          + (" (--quick sizes)" if args.quick else ""))
+    started = time.perf_counter()
     rows: list[Row] = []
-    for title, step in steps:
+    for title, step in _steps(args.quick, args.device, args.peak_gbs):
         print(f"{title}:", flush=True)
         start = time.perf_counter()
         result = step()
@@ -480,7 +375,6 @@ def main() -> None:
     print_table(rows)
     print(f"\ntotal {time.perf_counter() - started:.0f} s; load average now "
           + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
-
 
 if __name__ == "__main__":
     main()

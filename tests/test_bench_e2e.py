@@ -3,19 +3,16 @@ memory (``benchmark.py --quick`` holds torch and data, and printed its own peak 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_e2e.py"
+from script_modules import load
+
 TOUCH = "x = bytearray({mib} << 20)\nfor i in range(0, len(x), 4096):\n    x[i] = 1\n"
 
 
 def test_peak_rss_is_the_childs_own() -> None:
-    spec = importlib.util.spec_from_file_location("bench_e2e", SCRIPT)
-    e2e = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(e2e)
+    e2e = load("bench_e2e")
     held = bytearray(400 << 20)  # the benchmark process, large when it starts its children
     held[::4096] = b"\1" * len(held[::4096])
     env = dict(os.environ)

@@ -3,21 +3,14 @@ the same C and tol, finds the optimum, and judges a row only where scikit-learn 
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_solvers.py"
+from script_modules import load
 
 
 @pytest.fixture(scope="module")
 def bench():
     pytest.importorskip("sklearn")
-    spec = importlib.util.spec_from_file_location("bench_solvers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("bench_solvers")
 
 
 def test_the_panel_has_its_six_kinds_of_data(bench) -> None:
@@ -53,3 +46,18 @@ def test_a_row_is_judged_only_where_scikit_learn_takes_over_a_second(bench, caps
     # ours newton is faster but not at the optimum: the best of ours is lbfgs, 0.75x: missed
     assert row["best_ours"] == "ours lbfgs fp32" and row["ratio"] == pytest.approx(0.75)
     assert "(not at the optimum)" in out and "MISSED" in out
+
+
+def test_fewest_iterations_finds_the_smallest_budget_or_the_closest_it_can() -> None:
+    single = load("bench_single")
+    calls = []
+
+    def gap_after(k: int) -> float:  # a solver whose gap halves per iteration
+        calls.append(k)
+        return 2.0 ** -k
+
+    assert single.fewest_iterations(gap_after, 1e-6, 1024) == (20, 2.0 ** -20, True)
+    assert len(calls) == len(set(calls))  # each budget is run once
+    # Unreachable within 16 iterations (gap 1.0625): the fewest that end within 10% of that,
+    # 1.16875, are 6 (1.1667; 5 give 1.2).
+    assert single.fewest_iterations(lambda k: 1.0 + 1 / k, 1e-6, 16) == (6, 1 + 1 / 6, False)

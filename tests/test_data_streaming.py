@@ -7,7 +7,6 @@ cannot, and turn bad input into one clear line. scripts/make_dataset.py writes t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from script_modules import load
 
 from logreg_torch.config import ConfigError, load_config
 from logreg_torch.data import (
@@ -30,7 +30,6 @@ from logreg_torch.data import (
 )
 from logreg_torch.train import fit
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_dataset.py"
 N, D = 3001, 6
 CHUNK = 700  # 3001 rows at val 0.1 / test 0.1 leave 2401 training rows: 3 full chunks + 301
 # fp64 full-batch L-BFGS, so that "the same model" can be checked to rounding error.
@@ -228,9 +227,7 @@ CAPPED = ("data.source=npy", "optim.name=lbfgs", "train.batch_size=null",
 @pytest.fixture(scope="module")
 def big_and_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """X.npy of ROWS x FEATURES float32 (114 MiB), and a tiny one of the same width."""
-    spec = importlib.util.spec_from_file_location("make_dataset", SCRIPT)
-    make_dataset = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_dataset)
+    make_dataset = load("make_dataset")
     root = tmp_path_factory.mktemp("datasets")
     big, tiny = root / "big", root / "tiny"
     make_dataset.main([str(big), "--rows", str(ROWS), "--features", str(FEATURES)])
@@ -407,10 +404,7 @@ def test_nan_in_a_later_training_chunk_names_its_row_and_column(
 
 @pytest.fixture(scope="module")
 def make_dataset():
-    spec = importlib.util.spec_from_file_location("make_dataset", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("make_dataset")
 
 
 def test_make_dataset_writes_x_and_y(tmp_path: Path, make_dataset) -> None:

@@ -4,27 +4,17 @@ step's real command lines (``--allow-cpu``: its "GPU" runs are then CPU runs).""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
+from script_modules import load
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu_check = _load("gpu_check")
-steps = _load("gpu_check_steps")
+gpu_check = load("gpu_check")
+steps = load("gpu_check_steps")
 
 
 def python(code: str) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import time
@@ -10,16 +9,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "screenshot_tensorboard.py"
+from script_modules import load
 
 
 @pytest.fixture(scope="module")
 def shots():
-    spec = importlib.util.spec_from_file_location("screenshot_tensorboard", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("screenshot_tensorboard")
 
 
 def _events(folder: Path, tag: str) -> None:
