@@ -68,13 +68,7 @@ def train_one_epoch(
     model.train()
     n = len(X)
     full_batch = isinstance(optimizer, torch.optim.LBFGS) or batch_size is None or batch_size >= n
-    # Global mean loss = sum over ranks of (local mean * n_local / n_global); its gradient is
-    # the sum of the local gradients. The penalty is shared out so that it is counted once.
-    # (Under DDP, which already averages gradients in backward, a shard smaller than one
-    # batch must not be all-reduced a second time here.)
-    sharded = runtime.distributed and full_batch and not isinstance(
-        model, nn.parallel.DistributedDataParallel)
-    share = (n / n_global if n_global else 1.0) if sharded else None
+    share = _rank_share(model, runtime, full_batch, n, n_global)
     graphed = None if full_batch else step_graph
     total = (graphed.total.zero_() if graphed is not None
              else torch.zeros((), device=X.device, dtype=torch.float64))
@@ -96,14 +90,32 @@ def train_one_epoch(
             on_step()
     # Gradients of the last step, as the optimizer saw them (after any clipping); reading them
     # once per epoch keeps a host sync out of every step.
-    grad_norm = _grad_norm(model)
-    if runtime.distributed:
-        import torch.distributed as dist
+    return _mean_over_ranks(total, n, runtime), _grad_norm(model)
 
-        stats = torch.stack([total, total.new_tensor(float(n))])
-        dist.all_reduce(stats)
-        return float(stats[0] / stats[1]), grad_norm
-    return float(total) / n, grad_norm
+
+def _rank_share(model: nn.Module, runtime: Runtime, full_batch: bool, n: int,
+                n_global: int | None) -> float | None:
+    """This rank's part of the global mean loss, for a distributed full batch (else None).
+
+    Global mean loss = sum over ranks of (local mean * n_local / n_global); its gradient is
+    the sum of the local gradients. The penalty is shared out so that it is counted once.
+    (Under DDP, which already averages gradients in backward, a shard smaller than one batch
+    must not be all-reduced a second time here.)"""
+    if not runtime.distributed or not full_batch or isinstance(
+            model, nn.parallel.DistributedDataParallel):
+        return None
+    return n / n_global if n_global else 1.0
+
+
+def _mean_over_ranks(total: Tensor, n: int, runtime: Runtime) -> float:
+    """The mean loss over every rank's rows, from this rank's summed loss ``total``."""
+    if not runtime.distributed:
+        return float(total) / n
+    import torch.distributed as dist
+
+    stats = torch.stack([total, total.new_tensor(float(n))])
+    dist.all_reduce(stats)
+    return float(stats[0] / stats[1])
 
 
 def _batches(n: int, batch_size: int | None, epoch_seed: int,

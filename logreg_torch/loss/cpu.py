@@ -243,15 +243,18 @@ def chunked_sum(kernel, x: Tensor, y: Tensor, extra: Tensor | None, weight: Tens
         partials.append(kernel(xc, yc, ec, wc, g, scale, scratch, in_range))
         if g is not gc:
             gc.copy_(g)
-    if not partials:
-        total = x.new_zeros((), dtype=cdtype)
-    elif len(partials) == 1:
-        total = partials[0]
-    else:
-        total = torch.stack(partials).sum(dtype=torch.float64).to(cdtype)
     if grad is not None and grad.dim() != x.dim():
         grad = grad.view(x.shape)
-    return total, grad
+    return _sum_of(partials, x, cdtype), grad
+
+
+def _sum_of(partials: list[Tensor], x: Tensor, cdtype: torch.dtype) -> Tensor:
+    """The chunks' partial sums added up (in float64 when there are several)."""
+    if not partials:
+        return x.new_zeros((), dtype=cdtype)
+    if len(partials) == 1:
+        return partials[0]
+    return torch.stack(partials).sum(dtype=torch.float64).to(cdtype)
 
 
 def _one_chunk(kernel, x: Tensor, y: Tensor, extra: Tensor | None, weight: Tensor | None,

@@ -306,12 +306,7 @@ def linear_loss_forward(x_ptr, w_ptr, b_ptr, y_ptr, pw_ptr, gz_ptr, part_ptr, n,
         rmask = rows < n
         z = tl.sum(xt * w[None, :], axis=1) + b
         y = tl.load(y_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
-        if PW_MODE == 2:
-            pw_rows = tl.load(pw_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
-            loss, g, _, _ = _logits_terms(z, y, pw_rows, True)
-        else:
-            loss, g, _, _ = _logits_terms(z, y, pw, PW_MODE != 0)
-        g = tl.where(rmask, g, 0.0)
+        loss, g = _row_terms(z, y, pw, pw_ptr, rows, rmask, PW_MODE)
         acc_loss += tl.where(rmask, loss, 0.0)
         acc_g += g
         acc_w += tl.sum(xt * g[:, None], axis=0)
@@ -328,3 +323,15 @@ def linear_loss_forward(x_ptr, w_ptr, b_ptr, y_ptr, pw_ptr, gz_ptr, part_ptr, n,
     tl.store(row + 1, tl.sum(acc_g, axis=0) * scale)
     tl.store(row + 2, tl.sum(bad, axis=0).to(tl.float32))
     tl.store(row + 3 + cols, acc_w * scale, mask=cmask)
+
+
+@triton.jit
+def _row_terms(z, y, pw, pw_ptr, rows, rmask, PW_MODE: tl.constexpr):
+    """(loss, g) of the rows of one block, g zero past the last row; pos_weight ``pw`` (PW_MODE
+    1) or read per row (PW_MODE 2)."""
+    if PW_MODE == 2:
+        pw_rows = tl.load(pw_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
+        loss, g, _, _ = _logits_terms(z, y, pw_rows, True)
+    else:
+        loss, g, _, _ = _logits_terms(z, y, pw, PW_MODE != 0)
+    return loss, tl.where(rmask, g, 0.0)
