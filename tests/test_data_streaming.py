@@ -1,23 +1,19 @@
 """data.streaming: training from memory-mapped .npy files a chunk at a time.
 
 Streaming must train the same model as in memory (same objective, chunk by chunk), fit the
-standardizer in one pass with numpy's numbers, stay under a memory cap that the in-memory path
-cannot, and turn bad input into one clear line. scripts/make_dataset.py writes the files.
+standardizer in one pass with numpy's numbers, and turn bad input into one clear line.
+scripts/make_dataset.py writes the files (test_make_dataset.py); the memory cap that the
+in-memory path cannot stay under is in test_data_streaming_memory.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from script_modules import load
+from data_streaming_helpers import _no_figures, weights  # noqa: F401 (an autouse fixture)
 
 from logreg_torch.config import ConfigError, load_config
 from logreg_torch.data import (
@@ -37,13 +33,6 @@ LBFGS64 = ("data.source=npy", "optim.name=lbfgs", "train.batch_size=null",
            "train.precision=fp64", "loss.l2=0.001", "optim.lr=1", "train.epochs=2",
            "data.val_fraction=0.1", "data.test_fraction=0.1", f"data.chunk_size={CHUNK}",
            "log.histogram_every=0")
-
-
-@pytest.fixture(autouse=True)
-def _no_figures(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Rendering the final matplotlib figures is most of a small fit's time; test_tracking
-    # covers them.
-    monkeypatch.setattr("logreg_torch.tracking.figures_available", lambda: False)
 
 
 def arrays(n: int = N, d: int = D, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -77,10 +66,6 @@ def run(tmp_path: Path, data: Path, *overrides: str, name: str):
     cfg = load_config(None, [*LBFGS64, f"data.path={data}",
                              f"log.run_dir={tmp_path / 'runs' / name}", *overrides])
     return fit(cfg)
-
-
-def weights(result) -> torch.Tensor:
-    return torch.cat([p.detach().double().flatten() for p in result.model.parameters()])
 
 
 # ----------------------------------------------------------------------------- same model
@@ -136,6 +121,19 @@ def test_shards_train_the_model_of_one_file_holding_the_same_rows(tmp_path: Path
     torch.testing.assert_close(weights(sharded), weights(memory), rtol=0, atol=1e-10)
 
 
+def test_streaming_newton_accumulates_the_hessian_chunk_by_chunk(tmp_path: Path) -> None:
+    # Four chunks of rows: value, gradient and Hessian summed over them must give the
+    # in-memory Newton solve, to rounding.
+    X, y = arrays()
+    data = write_folder(tmp_path / "data", X, y)
+    newton = ("optim.name=newton", "optim.tol=1e-11")
+    memory = run(tmp_path, data, *newton, "data.streaming=false", name="memory")
+    stream = run(tmp_path, data, *newton, "data.streaming=true", name="stream")
+    assert memory.ending.kind == stream.ending.kind == "converged"
+    assert stream.ending.iterations == memory.ending.iterations <= 15
+    torch.testing.assert_close(weights(stream), weights(memory), rtol=1e-10, atol=1e-11)
+
+
 # ----------------------------------------------------------------------------- standardizer
 
 
@@ -163,170 +161,6 @@ def test_one_pass_standardizer_matches_numpy_on_uneven_chunks() -> None:
     # The two-pass in-memory standardizer agrees, in whatever chunks it reads.
     for chunk_size in (97, 65536):
         check(fit_standardizer(X, chunk_size))
-
-
-# ----------------------------------------------------------------------------- memory cap
-
-# Runs in a fresh process with RLIMIT_DATA set a margin above its own footprint. On Linux
-# >= 4.7 RLIMIT_DATA counts the heap and private writable mappings (every numpy/torch buffer),
-# not the read-only shared memory map of X.npy: exactly "what training holds in memory".
-# Under that one cap it trains in memory first (which must run out of memory), then streaming.
-CHILD = textwrap.dedent("""
-    import json, resource, sys
-    import torch
-    import logreg_torch.tracking
-    from logreg_torch.config import load_config
-    from logreg_torch.train import fit
-
-    logreg_torch.tracking.figures_available = lambda: False  # as in the parent
-
-    def status():
-        fields = {}
-        for line in open("/proc/self/status"):
-            key, _, value = line.partition(":")
-            if key in ("VmData", "VmHWM"):
-                fields[key] = int(value.split()[0]) * 1024
-        return fields
-
-    overrides, tiny, big, runs, margin = json.loads(sys.argv[1])
-
-    def run(path, streaming, name):
-        return fit(load_config(None, [*overrides, f"data.path={path}",
-                                      f"data.streaming={streaming}", f"log.run_dir={runs}/{name}"]))
-
-    # A tiny fit first: fit imports torchmetrics, torch._dynamo, tensorboard and matplotlib
-    # lazily (about 220 MB of VmData), which must not count against the margin.
-    run(tiny, "false", "warm-memory")
-    run(tiny, "true", "warm-stream")
-    report = {"before": status()}
-    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
-    resource.setrlimit(resource.RLIMIT_DATA, (report["before"]["VmData"] + margin, hard))
-    try:
-        run(big, "false", "memory")
-        report["in_memory"] = "trained"
-    except (MemoryError, RuntimeError) as e:  # numpy's or torch's allocator
-        report["in_memory"] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
-    report["between"] = status()
-    result = run(big, "true", "stream")
-    report["after"] = status()
-    report["weights"] = [p.detach().double().flatten().tolist() for p in result.model.parameters()]
-    print(json.dumps(report))
-""")
-ROWS, FEATURES, MARGIN = 600_000, 50, 60 << 20  # X.npy: 114 MiB of float32; cap: +60 MiB
-CAPPED = ("data.source=npy", "optim.name=lbfgs", "train.batch_size=null",
-          "train.precision=fp32", "loss.l2=0.001", "train.epochs=2", "optim.max_iter=2",
-          "data.chunk_size=20000", "log.histogram_every=0",
-          # host memory is the point: on the CPU on every machine (CUDA's own host
-          # allocations would count against the cap)
-          "train.device=cpu",
-          # Validation rows are read into memory by design; 5% of them (6 MB) leave the cap
-          # to the training path (20% would be 24 MB of fp32 on their own).
-          "data.val_fraction=0.05")
-
-
-@pytest.fixture(scope="module")
-def big_and_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """X.npy of ROWS x FEATURES float32 (114 MiB), and a tiny one of the same width."""
-    make_dataset = load("make_dataset")
-    root = tmp_path_factory.mktemp("datasets")
-    big, tiny = root / "big", root / "tiny"
-    make_dataset.main([str(big), "--rows", str(ROWS), "--features", str(FEATURES)])
-    make_dataset.main([str(tiny), "--rows", "2000", "--features", str(FEATURES), "--seed", "1"])
-    return big, tiny
-
-
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-def test_streaming_fits_under_a_memory_cap_that_stops_in_memory_training(
-        tmp_path: Path, big_and_tiny: tuple[Path, Path]) -> None:
-    big, tiny = big_and_tiny
-    size = (big / "X.npy").stat().st_size
-    assert size > 1.5 * MARGIN
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
-    # One thread everywhere: on a busy small machine OpenMP's spinning makes every op crawl,
-    # and the same thread count in both processes keeps fp32 sums in the same order.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [CAPPED, str(tiny), str(big), str(tmp_path / "runs"), MARGIN]
-    child = subprocess.Popen([sys.executable, str(script), json.dumps(args)], env=env,
-                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
-    try:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:  # the reference, while the child works: in memory, in this uncapped process
-            cfg = load_config(None, [*CAPPED, f"data.path={big}", "data.streaming=false",
-                                     f"log.run_dir={tmp_path / 'runs' / 'parent'}"])
-            expected = weights(fit(cfg))
-        finally:
-            torch.set_num_threads(threads)
-        out, err = child.communicate(timeout=300)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
-    assert child.returncode == 0, err[-3000:]
-
-    report = json.loads(out.strip().splitlines()[-1])
-    # The cap bites: training in memory runs out of it.
-    assert report["in_memory"].startswith(("MemoryError", "_ArrayMemoryError", "RuntimeError"))
-    assert "allocate" in report["in_memory"], report["in_memory"]
-    # Streaming under the same cap trains the model of the uncapped in-memory fit.
-    got = torch.tensor([w for p in report["weights"] for w in p], dtype=torch.float64)
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
-    mib = {when: {k: v >> 20 for k, v in report[when].items()}
-           for when in ("before", "between", "after")}
-    print(f"\nX.npy {size >> 20} MiB; cap: VmData {mib['before']['VmData']} + {MARGIN >> 20} "
-          f"MiB; in memory: {report['in_memory']}; VmData after it {mib['between']['VmData']} "
-          f"MiB, after streaming {mib['after']['VmData']} MiB; VmHWM "
-          f"{mib['before']['VmHWM']} -> {mib['between']['VmHWM']} -> {mib['after']['VmHWM']} "
-          "MiB (VmHWM counts the mapped pages of X.npy too)")
-
-
-# Peak RSS (VmHWM: anonymous memory and the file pages mapped into the process alike) of a
-# streamed fit, in a fresh process, after a tiny fit has done the imports and first allocations.
-PEAK_CHILD = textwrap.dedent("""
-    import json, sys
-    import logreg_torch.tracking
-    from logreg_torch.config import load_config
-    from logreg_torch.train import fit
-
-    logreg_torch.tracking.figures_available = lambda: False
-
-    def vm_hwm():
-        with open("/proc/self/status") as f:
-            return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
-
-    overrides, tiny, big, runs = json.loads(sys.argv[1])
-    for path, name in ((tiny, "warm"), (big, "big")):
-        before = vm_hwm()
-        fit(load_config(None, [*overrides, f"data.path={path}", f"log.run_dir={runs}/{name}"]))
-    print(json.dumps({"before": before, "after": vm_hwm()}))
-""")
-PEAK_MARGIN = 24 << 20
-
-
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
-def test_streaming_peak_rss_is_one_chunk_not_the_file(tmp_path: Path,
-                                                      big_and_tiny: tuple[Path, Path]) -> None:
-    # What a streamed fit holds: validation rows (5%, fp32), labels and split indices, one
-    # chunk (float64 as read, then the fp32 tensor) and the read buffer; not X.npy, which is
-    # read in full several times (the statistics, the validation rows, every L-BFGS pass).
-    big, tiny = big_and_tiny
-    overrides = [*CAPPED, "data.streaming=true"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", PEAK_CHILD, json.dumps(
-        [overrides, str(tiny), str(big), str(tmp_path / "runs")])], env=env, cwd=tmp_path,
-        capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
-    size = (big / "X.npy").stat().st_size
-    chunk = 20_000 * FEATURES * (8 + 4)
-    held = int(0.05 * ROWS) * FEATURES * 4 + ROWS * 4 * 8 + chunk + (1 << 20)
-    added = report["after"] - report["before"]
-    print(f"\nX.npy {size >> 20} MiB; peak RSS +{added >> 20} MiB over the warm process; "
-          f"bound {(held + PEAK_MARGIN) >> 20} MiB (held {held >> 20} + {PEAK_MARGIN >> 20})")
-    assert size > 4 * PEAK_MARGIN  # a map's pages would show: the file is 4.7x the margin
-    assert added <= held + PEAK_MARGIN, (added >> 20, held >> 20)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -397,71 +231,3 @@ def test_nan_in_a_later_training_chunk_names_its_row_and_column(
                         f"data.standardize={standardize}")
     assert f"row index {row}, column index 4" in message and "nan" in message
     assert str(folder) in message
-
-
-# ----------------------------------------------------------------------------- make_dataset.py
-
-
-@pytest.fixture(scope="module")
-def make_dataset():
-    return load("make_dataset")
-
-
-def test_make_dataset_writes_x_and_y(tmp_path: Path, make_dataset) -> None:
-    make_dataset.main([str(tmp_path / "out"), "--rows", "1000", "--features", "7"])
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["X.npy", "y.npy"]
-    X, y = np.load(tmp_path / "out" / "X.npy"), np.load(tmp_path / "out" / "y.npy")
-    assert X.shape == (1000, 7) and X.dtype == np.float32 and np.isfinite(X).all()
-    assert y.shape == (1000,) and set(np.unique(y)) == {0.0, 1.0}
-    assert 0.2 < y.mean() < 0.8
-
-
-def test_make_dataset_writes_shards(tmp_path: Path, make_dataset) -> None:
-    out = tmp_path / "out"
-    make_dataset.main([str(out), "--rows", "1000", "--features", "4", "--shard-rows", "300"])
-    names = sorted(p.name for p in out.iterdir())
-    assert names == [f"{a}-{i:05d}.npy" for a in "Xy" for i in range(4)]
-    sizes = [len(np.load(out / f"y-{i:05d}.npy")) for i in range(4)]
-    assert sizes == [300, 300, 300, 100]
-    X = np.concatenate([np.load(out / f"X-{i:05d}.npy") for i in range(4)])
-    y = np.concatenate([np.load(out / f"y-{i:05d}.npy") for i in range(4)])
-    assert X.shape == (1000, 4) and set(np.unique(y)) == {0.0, 1.0}
-    # Streaming reads the shards as one data set.
-    cfg = load_config(None, ["data.source=npy", f"data.path={out}", "data.streaming=true",
-                             "data.chunk_size=128"])
-    stream, _ = prepare_streaming(cfg.data, seed=0)
-    assert stream.offsets.tolist() == [0, 300, 600, 900, 1000]
-    np.testing.assert_array_equal(stream.take(np.arange(1000)), X.astype(np.float64))
-
-
-def test_make_dataset_replaces_files_atomically(tmp_path: Path, make_dataset,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    out = tmp_path / "out"
-    make_dataset.main([str(out), "--rows", "100", "--features", "3"])
-    before = (out / "X.npy").read_bytes()
-
-    def torn_save(f, array) -> None:  # a crash halfway through writing
-        f.write(b"\x93NUMPY half a file")
-        raise OSError("disk full")
-
-    with monkeypatch.context() as patch, pytest.raises(OSError, match="disk full"):
-        patch.setattr(make_dataset.np, "save", torn_save)
-        make_dataset.main([str(out), "--rows", "100", "--features", "3", "--seed", "5"])
-    # The old X.npy is whole; nothing half-written took its name.
-    assert (out / "X.npy").read_bytes() == before
-    make_dataset.main([str(out), "--rows", "100", "--features", "3", "--seed", "5"])
-    assert (out / "X.npy").read_bytes() != before
-    assert sorted(p.name for p in out.iterdir()) == ["X.npy", "y.npy"]  # no temp files left
-
-
-def test_streaming_newton_accumulates_the_hessian_chunk_by_chunk(tmp_path: Path) -> None:
-    # Four chunks of rows: value, gradient and Hessian summed over them must give the
-    # in-memory Newton solve, to rounding.
-    X, y = arrays()
-    data = write_folder(tmp_path / "data", X, y)
-    newton = ("optim.name=newton", "optim.tol=1e-11")
-    memory = run(tmp_path, data, *newton, "data.streaming=false", name="memory")
-    stream = run(tmp_path, data, *newton, "data.streaming=true", name="stream")
-    assert memory.ending.kind == stream.ending.kind == "converged"
-    assert stream.ending.iterations == memory.ending.iterations <= 15
-    torch.testing.assert_close(weights(stream), weights(memory), rtol=1e-10, atol=1e-11)

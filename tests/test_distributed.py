@@ -2,28 +2,21 @@
 
 Each run here is a real ``torchrun --nproc_per_node=2 scripts/train.py ...`` in a subprocess,
 so these are the code paths people use: rendezvous, sharding, DDP or the all-reduced full
-batch, rank-0-only writes, resume, and what a dead peer or a missing peer does to the job.
-The references run in this process: ``fit`` for the full batch, and for DDP minibatches a
-plain loop with torch's own loss and Adam over the global batches the two ranks make together.
-Negative controls break the thing checked (no gradient sync; a loss not all-reduced; validation
-on a shard) and show that the same check then fails.
+batch, rank-0-only writes and resume (what a dead peer or a missing peer does to the job is
+in test_distributed_faults.py). The references run in this process: ``fit`` for the full
+batch, and for DDP minibatches a plain loop with torch's own loss and Adam over the global
+batches the two ranks make together. Negative controls break the thing checked (no gradient
+sync; a loss not all-reduced; validation on a shard) and show that the same check then fails.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
+from distributed_helpers import CONFIGS, MARKS, TRAIN, _env, _load, _torchrun
 from tensorboard.backend.event_processing import event_accumulator as ea
 from torch.utils.data import DistributedSampler
 
@@ -31,74 +24,13 @@ from logreg_torch.config import load_config
 from logreg_torch.data import prepare
 from logreg_torch.train import fit
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                       reason="needs torch.distributed with the gloo backend"),
-    pytest.mark.skipif(sys.platform == "win32", reason="kills hung jobs by process group"),
-]
-
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
-TRAIN = ROOT / "scripts" / "train.py"
-LAUNCH_TIMEOUT = 120  # seconds; a torchrun job is ~10 s here, mostly two torch imports
-# Set by torchrun for its workers; a leftover in the test's environment would confuse them.
-DIST_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
-            "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
-    # Two workers on a small machine: one thread each, or they fight over the cores.
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
-    return env
-
-
-def _run(command: list[str], timeout: float, env: dict[str, str] | None = None
-         ) -> tuple[subprocess.CompletedProcess[str], float]:
-    """Run ``command`` from the repo root; on timeout kill its whole process group (torchrun
-    and its workers) and fail. Returns the finished process and its wall time."""
-    start = time.monotonic()
-    proc = subprocess.Popen(command, cwd=ROOT, env=env or _env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"{' '.join(command)} hung for {timeout} s\nstdout:\n{out[-3000:]}\n"
-                    f"stderr:\n{err[-3000:]}")
-    seconds = time.monotonic() - start
-    return subprocess.CompletedProcess(command, proc.returncode, out, err), seconds
-
-
-def _torchrun(script: Path, config: str, *overrides: str, timeout: float = LAUNCH_TIMEOUT,
-              check: bool = True, launcher: tuple[str, ...] = (),
-              env: dict[str, str] | None = None
-              ) -> tuple[subprocess.CompletedProcess[str], float]:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", *launcher,
-               "--master_port", str(_free_port()), str(script), str(CONFIGS / config),
-               *overrides, "--quiet"]
-    result, seconds = _run(command, timeout, env)
-    if check and result.returncode != 0:
-        pytest.fail(f"torchrun exited {result.returncode}\nstderr:\n{result.stderr[-5000:]}")
-    return result, seconds
+pytestmark = MARKS
 
 
 def _single(run_dir: Path, config: str, *overrides: str) -> Path:
     """The same run in one process, in this one."""
     fit(load_config(CONFIGS / config, [f"log.run_dir={run_dir}", *overrides]))
     return run_dir
-
-
-def _load(path: Path) -> dict:
-    return torch.load(path, weights_only=True)
 
 
 def _events(run_dir: Path) -> list[Path]:
@@ -405,116 +337,3 @@ def test_resume_a_distributed_run_ends_as_an_uninterrupted_one(adam_runs) -> Non
     # Negative control: after 3 epochs the weights were not yet those of 5.
     assert not torch.equal(_load(after_3 / "last.pt")["model"]["linear.weight"],
                            uninterrupted["model"]["linear.weight"])
-
-
-# ----------------------------------------------------------------------------- faults
-
-# At its 15th optimizer step, in the middle of epoch 3 (7 steps an epoch), rank 1 either dies
-# (os._exit: no goodbye to the process group) or stops answering (sleeps). Rank 0 is then in
-# the all-reduce of that step. torch's own Adam.step is patched, so this holds whatever module
-# of logreg_torch runs the loop.
-FAULTY_RANK = '''\
-import os
-import sys
-import time
-
-import torch
-
-adam_step = torch.optim.Adam.step
-steps = 0
-
-
-def step(self, *args, **kwargs):
-    global steps
-    steps += 1
-    if os.environ["RANK"] == "1" and steps == 15:
-        if os.environ["FAULT"] == "die":
-            os._exit(1)
-        time.sleep(600)  # ended by whoever runs the job
-    return adam_step(self, *args, **kwargs)
-
-
-torch.optim.Adam.step = step
-from logreg_torch.cli import main  # noqa: E402
-
-sys.exit(main(["train", *sys.argv[1:]]))
-'''
-FAULT_TIMEOUT = 5  # train.dist_timeout of the faulty jobs
-
-
-def _check_rank_0_failed(stderr: str, run_dir: Path) -> None:
-    """Rank 0's side of a job whose rank 1 failed mid-epoch 3: exactly one error line, no
-    traceback of its own, and a loadable last.pt of the two finished epochs."""
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, stderr[-3000:]
-    assert "rank 0: a collective failed" in errors[0], errors[0]
-    assert f"train.dist_timeout={FAULT_TIMEOUT}s" in errors[0], errors[0]
-    last = _load(run_dir / "last.pt")
-    assert last["epoch"] == 2 and len(last["history"]) == 2
-
-
-def test_a_dead_rank_ends_the_job_with_one_error_line(tmp_path: Path) -> None:
-    # Started by hand, with the environment torchrun gives its workers: torchrun itself would
-    # SIGTERM rank 0 as soon as it sees rank 1 gone, racing rank 0's own report. _run fails
-    # the test on a hang (past train.dist_timeout plus a launch margin).
-    script = tmp_path / "faulty_rank.py"
-    script.write_text(FAULTY_RANK)
-    run_dir, port = tmp_path / "run", str(_free_port())
-    procs = [subprocess.Popen(
-        [sys.executable, str(script), str(CONFIGS / "default.yaml"), f"log.run_dir={run_dir}",
-         f"train.dist_timeout={FAULT_TIMEOUT}", "train.device=cpu", "--quiet"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-        env=_env(WORLD_SIZE="2", RANK=str(r), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE="2",
-                 MASTER_ADDR="127.0.0.1", MASTER_PORT=port, FAULT="die")) for r in (0, 1)]
-    try:
-        results = [proc.communicate(timeout=FAULT_TIMEOUT + LAUNCH_TIMEOUT) for proc in procs]
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("a rank hung after its peer died")
-    assert procs[1].returncode == 1  # it died
-    assert procs[0].returncode == 2, results[0][1][-3000:]  # the CLI's code for an error
-    assert "Traceback" not in results[0][1], results[0][1][-3000:]
-    _check_rank_0_failed(results[0][1], run_dir)
-
-
-def test_a_rank_that_stops_answering_times_out_under_torchrun(tmp_path: Path) -> None:
-    # Rank 1 hangs: rank 0's all-reduce gives up after train.dist_timeout and rank 0 exits on
-    # its own; torchrun then stops rank 1. _run fails the test if the job outlives
-    # train.dist_timeout plus a launch margin.
-    script = tmp_path / "faulty_rank.py"
-    script.write_text(FAULTY_RANK)
-    run_dir = tmp_path / "run"
-    result, _ = _torchrun(script, "default.yaml", f"log.run_dir={run_dir}",
-                          f"train.dist_timeout={FAULT_TIMEOUT}", "train.device=cpu",
-                          timeout=FAULT_TIMEOUT + LAUNCH_TIMEOUT, check=False,
-                          env=_env(FAULT="hang"))
-    assert result.returncode != 0
-    stderr = result.stderr
-    # torchrun's report: the first failure is rank 0, exit code 2 (not its SIGTERM).
-    root_cause = stderr.split("Root Cause", 1)[-1]
-    assert re.search(r"rank\s*:\s*0\b.*\n\s*exitcode\s*:\s*2\b", root_cause), stderr[-3000:]
-    # The only traceback is torchrun's own, ending its report.
-    assert stderr.count("Traceback") == 1, stderr[-3000:]
-    assert "ChildFailedError" in stderr[stderr.index("Traceback"):], stderr[-3000:]
-    _check_rank_0_failed(stderr, run_dir)
-
-
-def test_a_missing_peer_times_out_the_rendezvous(tmp_path: Path) -> None:
-    # One process of a world of two, started by hand: nobody else ever joins. _run fails the
-    # test if it hangs past 60 s (the 5 s timeout plus imports); the message shows the
-    # rendezvous waited for the peer rather than failing some other way.
-    env = _env(WORLD_SIZE="2", RANK="0", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-               MASTER_PORT=str(_free_port()))
-    command = [sys.executable, str(TRAIN), str(CONFIGS / "default.yaml"),
-               f"log.run_dir={tmp_path / 'run'}", "train.dist_timeout=5", "train.device=cpu",
-               "--quiet"]
-    result, _ = _run(command, timeout=60, env=env)
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    assert "could not join the process group" in errors[0], errors[0]
-    assert "train.dist_timeout=5s" in errors[0], errors[0]
-    assert not (tmp_path / "run").exists()  # it failed before choosing a run folder
