@@ -3,8 +3,8 @@ and exactly one ``error:`` line on stderr (what, where, how to fix), never a tra
 valid input (a BOM, quoted fields, a constant column) trains.
 
 The loader-level checks live beside their modules (test_config.py, test_data_sources.py,
-test_checkpoint.py, test_losses.py, test_explain.py); this file proves that the same mistakes
-reach a user of the command line as one clear line, and adds the cases those files lack.
+test_checkpoint.py, test_loss_bad_input.py, test_explain.py); this file proves that the same
+mistakes reach a user of the command line as one clear line, and adds the cases those files lack.
 """
 
 from __future__ import annotations
