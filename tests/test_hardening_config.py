@@ -3,8 +3,8 @@ and exactly one ``error:`` line on stderr (what, where, how to fix), never a tra
 file: config files, overrides, any document or override given to ``config``; the numbers given
 to ``explain``; a config built in code and given to ``fit``.
 
-The loader-level checks live beside their modules (test_config.py, test_explain.py,
-test_losses.py); these files (test_hardening_*.py) prove that the same mistakes reach a user
+The loader-level checks live beside their modules (test_config.py, test_config_errors.py,
+test_explain.py, test_loss_bad_input.py); these files (test_hardening_*.py) prove that the same mistakes reach a user
 of the command line as one clear line, and add the cases those files lack.
 """
 

@@ -1,8 +1,9 @@
 """The Triton kernels without a GPU: they build for one (Triton compiles them for sm_90 here,
-which the interpreter does not check), and their tests (test_loss_triton.py, test_fast_triton.py)
-pass on CPU tensors under Triton's interpreter, in a fresh process: the interpreter is chosen
-as kernels are defined, so ``TRITON_INTERPRET=1`` must be set before triton is first imported.
-On a GPU those files also run in this process, on CUDA tensors."""
+which the interpreter does not check), and their tests (test_loss_triton_parity.py,
+test_loss_triton.py, test_fast_triton.py) pass on CPU tensors under Triton's interpreter, in a
+fresh process: the interpreter is chosen as kernels are defined, so ``TRITON_INTERPRET=1`` must
+be set before triton is first imported. On a GPU those files also run in this process, on CUDA
+tensors."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def test_kernel_tests_pass_under_the_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)}
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-         "tests/test_loss_triton.py", "tests/test_fast_triton.py"],
+         "tests/test_loss_triton_parity.py", "tests/test_loss_triton.py",
+         "tests/test_fast_triton.py"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     summary = out.stdout.strip().splitlines()[-1]
     assert out.returncode == 0, out.stdout[-8000:] + out.stderr[-4000:]
