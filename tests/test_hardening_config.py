@@ -4,8 +4,9 @@ file: config files, overrides, any document or override given to ``config``; the
 to ``explain``; a config built in code and given to ``fit``.
 
 The loader-level checks live beside their modules (test_config.py, test_config_errors.py,
-test_explain.py, test_loss_bad_input.py); these files (test_hardening_*.py) prove that the same mistakes reach a user
-of the command line as one clear line, and add the cases those files lack.
+test_explain.py, test_loss_bad_input.py); these files (test_hardening_*.py) prove that the
+same mistakes reach a user of the command line as one clear line, and add the cases those
+files lack.
 """
 
 from __future__ import annotations
