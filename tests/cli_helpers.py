@@ -19,13 +19,6 @@ JACKETS = DATASETS_DIR / "jackets.csv"
 FAST = ("train.epochs=3", "log.histogram_every=0", "train.device=cpu")
 
 
-@pytest.fixture(autouse=True)
-def no_figures(monkeypatch) -> None:
-    # End-of-run matplotlib figures are most of a tiny run's time; tests/test_tracking_run.py
-    # covers them.
-    monkeypatch.setattr("logreg_torch.tracking.figures_available", lambda: False)
-
-
 # Imported by name into each test module that uses it: run_dir there, one run per module.
 @pytest.fixture(scope="module", name="run_dir")
 def trained_run(tmp_path_factory) -> Path:

@@ -2,6 +2,14 @@ import pytest
 import torch
 
 
+@pytest.fixture
+def no_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The end-of-run matplotlib figures off: they are most of a tiny run's time, and
+    tests/test_tracking_run.py covers them. A module takes it for every test with
+    ``pytestmark = pytest.mark.usefixtures("no_figures")``."""
+    monkeypatch.setattr("logreg_torch.tracking.figures_available", lambda: False)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

@@ -7,19 +7,12 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from logreg_torch import cli
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "configs" / "default.yaml"
 QUICK = ("train.epochs=1", "log.histogram_every=0", "--quiet")
-
-
-@pytest.fixture(autouse=True)
-def no_figures(monkeypatch) -> None:
-    # End-of-run matplotlib figures are most of a tiny run's time (tests/test_tracking_run.py).
-    monkeypatch.setattr("logreg_torch.tracking.figures_available", lambda: False)
 
 
 def error_line(argv: list[str], capsys) -> str:

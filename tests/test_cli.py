@@ -21,7 +21,6 @@ from cli_helpers import (  # tests/ is on sys.path under pytest
     JACKETS,
     REPO,
     jackets_rows,
-    no_figures,  # noqa: F401 (the autouse fixture)
     one_error_line,
     trained_run,  # noqa: F401 (the run_dir fixture)
     write_csv,
@@ -31,6 +30,8 @@ import logreg_torch.fit as fit_module
 from logreg_torch import cli
 from logreg_torch.checkpoint import load_checkpoint
 from logreg_torch.config import load_config
+
+pytestmark = pytest.mark.usefixtures("no_figures")
 
 # ----------------------------------------------------------------------------- train
 

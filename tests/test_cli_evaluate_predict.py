@@ -13,7 +13,6 @@ import torch
 from cli_helpers import (  # tests/ is on sys.path under pytest
     JACKETS,
     jackets_rows,
-    no_figures,  # noqa: F401 (the autouse fixture)
     trained_run,  # noqa: F401 (the run_dir fixture)
     write_csv,
 )
@@ -22,6 +21,8 @@ from logreg_torch import cli
 from logreg_torch.checkpoint import load_checkpoint
 from logreg_torch.data import read_features_csv
 from logreg_torch.train import model_from_checkpoint, predict_proba
+
+pytestmark = pytest.mark.usefixtures("no_figures")
 
 # ----------------------------------------------------------------------------- evaluate
 

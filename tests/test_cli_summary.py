@@ -11,7 +11,6 @@ import torch
 from cli_helpers import (  # tests/ is on sys.path under pytest
     DEFAULT,
     REPO,
-    no_figures,  # noqa: F401 (the autouse fixture)
     one_error_line,
     trained_run,  # noqa: F401 (the run_dir fixture)
 )
@@ -20,6 +19,8 @@ from logreg_torch import cli
 from logreg_torch.checkpoint import load_checkpoint
 from logreg_torch.config import load_config
 from logreg_torch.data import DATASETS_DIR
+
+pytestmark = pytest.mark.usefixtures("no_figures")
 
 # ----------------------------------------------------------------------------- summary
 

@@ -13,13 +13,10 @@ import pytest
 from logreg_torch import cli
 from logreg_torch.data import DATASETS_DIR
 
+pytestmark = pytest.mark.usefixtures("no_figures")
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "configs" / "default.yaml"
-
-
-@pytest.fixture(autouse=True)
-def no_figures(monkeypatch) -> None:
-    monkeypatch.setattr("logreg_torch.tracking.figures_available", lambda: False)
 
 
 @pytest.fixture(scope="module")

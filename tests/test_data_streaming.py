@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_streaming_helpers import _no_figures, weights  # noqa: F401 (an autouse fixture)
+from data_streaming_helpers import weights
 
 from logreg_torch.config import ConfigError, load_config
 from logreg_torch.data import (
@@ -25,6 +25,8 @@ from logreg_torch.data import (
     split_indices,
 )
 from logreg_torch.train import fit
+
+pytestmark = pytest.mark.usefixtures("no_figures")
 
 N, D = 3001, 6
 CHUNK = 700  # 3001 rows at val 0.1 / test 0.1 leave 2401 training rows: 3 full chunks + 301

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from data_streaming_helpers import _no_figures, weights  # noqa: F401 (an autouse fixture)
+from data_streaming_helpers import weights
 from script_modules import load
 
 from logreg_torch.config import load_config
 from logreg_torch.train import fit
+
+pytestmark = pytest.mark.usefixtures("no_figures")
 
 # ----------------------------------------------------------------------------- memory cap
 

@@ -23,6 +23,8 @@ from logreg_torch.checkpoint import load_checkpoint
 from logreg_torch.config import load_config
 from logreg_torch.train import TrainingError, fit, new_run_dir
 
+pytestmark = pytest.mark.usefixtures("no_figures")
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "configs" / "default.yaml"
 # 200 rows, 160 to train on, 4 minibatches an epoch: a run of a few epochs takes well under 1 s.
@@ -31,12 +33,6 @@ DEFAULT = REPO / "configs" / "default.yaml"
 TINY = ("data.source=synthetic", "data.n_samples=200", "data.n_features=5",
         "data.n_informative=3", "train.batch_size=48", "log.histogram_every=0",
         "train.device=cpu")
-
-
-@pytest.fixture(autouse=True)
-def no_figures(monkeypatch) -> None:
-    # End-of-run matplotlib figures are most of a tiny run's time (tests/test_tracking_run.py).
-    monkeypatch.setattr("logreg_torch.tracking.figures_available", lambda: False)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:

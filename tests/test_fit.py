@@ -29,6 +29,8 @@ from logreg_torch.train import (
     fit,
 )
 
+pytestmark = pytest.mark.usefixtures("no_figures")
+
 # 200 rows, val_fraction 0.2 -> 160 training rows. On the CPU on every machine: these tests
 # compare with CPU tensors and bit for bit across runs (resume, seeds); the CUDA tests below
 # ask for CUDA themselves.
@@ -39,13 +41,6 @@ N_TRAIN = 160
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MLP_DROPOUT = ("model.name=mlp", "model.hidden=[8]", "model.dropout=0.3", "optim.name=adam",
                "optim.lr=0.01")
-
-
-@pytest.fixture(autouse=True)
-def no_figures(monkeypatch) -> None:
-    # Rendering the end-of-run matplotlib figures is most of a tiny fit's time; they are
-    # tested with the TensorBoard run folder (tests/test_tracking_run.py).
-    monkeypatch.setattr("logreg_torch.tracking.figures_available", lambda: False)
 
 
 def config(tmp_path, *overrides: str, name: str = "run") -> Config:

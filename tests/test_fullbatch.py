@@ -19,6 +19,8 @@ from logreg_torch.data import prepare
 from logreg_torch.fit import fit
 from logreg_torch.solvers import epoch_budget, make_optimizer
 
+pytestmark = pytest.mark.usefixtures("no_figures")
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 N_CANCER = 569
 # The budget: fp64 L-BFGS at C=100 needs up to ~2,000 iterations to stall before the Newton
@@ -26,11 +28,6 @@ N_CANCER = 569
 CANCER = ("data.source=breast_cancer", "data.val_fraction=0", "data.test_fraction=0",
           "train.batch_size=null", "train.epochs=1", "optim.max_iter=4000",
           "log.histogram_every=0")
-
-
-@pytest.fixture(autouse=True)
-def no_figures(monkeypatch) -> None:
-    monkeypatch.setattr("logreg_torch.tracking.figures_available", lambda: False)
 
 
 def _fit(tmp_path, *overrides, config=None, name="run"):

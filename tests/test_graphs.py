@@ -15,7 +15,6 @@ import torch
 from test_fit import (  # tests/ is on sys.path under pytest
     TINY,
     config,
-    no_figures,  # noqa: F401 (the autouse fixture)
     params,
     run,
 )
@@ -29,6 +28,8 @@ from logreg_torch.model import build_model
 from logreg_torch.objective import make_objective
 from logreg_torch.runtime import resolve_runtime
 from logreg_torch.solvers import make_optimizer
+
+pytestmark = pytest.mark.usefixtures("no_figures")
 
 EPOCHS = 4  # 160 rows in batches of 48: 3 full batches and one of 16 an epoch
 

@@ -24,11 +24,12 @@ from hardening_helpers import (  # tests/ is on sys.path under pytest
     labeled_rows,
     write_rows,
 )
-from hardening_helpers import no_figures as no_figures  # the autouse fixture
 
 from logreg_torch import cli
 from logreg_torch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from logreg_torch.train import model_from_checkpoint
+
+pytestmark = pytest.mark.usefixtures("no_figures")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import dataclasses
 
 import pytest
 from hardening_helpers import DEFAULT, assert_all_in, error_line  # tests/ is on sys.path
-from hardening_helpers import no_figures as no_figures  # the autouse fixture
 from hypothesis import HealthCheck, event, given, settings
 
 # The random YAML documents and override strings of the loader's own property test.
@@ -24,6 +23,8 @@ from test_config import documents, overrides  # tests/ is on sys.path under pyte
 from logreg_torch import cli
 from logreg_torch.config import Config, ConfigError, LogConfig, LossConfig, OptimConfig, load_config
 from logreg_torch.train import fit
+
+pytestmark = pytest.mark.usefixtures("no_figures")
 
 # ============================================================================ configs
 

@@ -27,11 +27,12 @@ from hardening_helpers import (  # tests/ is on sys.path under pytest
     labeled_rows,
     write_rows,
 )
-from hardening_helpers import no_figures as no_figures  # the autouse fixture
 
 from logreg_torch import cli
 from logreg_torch.checkpoint import load_checkpoint
 from logreg_torch.data import split_indices
+
+pytestmark = pytest.mark.usefixtures("no_figures")
 
 # ============================================================================ data
 

@@ -8,13 +8,14 @@ import pytest
 import torch
 from test_fit import (  # tests/ is on sys.path under pytest
     N_TRAIN,
-    no_figures,  # noqa: F401 (the autouse fixture)
     run,
 )
 
 import logreg_torch.fit as fit_module
 import logreg_torch.loop as loop_module
 import logreg_torch.objective as objective_module
+
+pytestmark = pytest.mark.usefixtures("no_figures")
 
 # ----------------------------------------------------------------------------- batches
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 from test_fit import (  # tests/ is on sys.path under pytest
     config,
-    no_figures,  # noqa: F401 (the autouse fixture)
     run,
 )
 
@@ -18,6 +17,8 @@ from logreg_torch.train import (
     make_objective,
     predict_proba,
 )
+
+pytestmark = pytest.mark.usefixtures("no_figures")
 
 
 def test_pos_weight_balanced(tmp_path) -> None:

@@ -14,6 +14,8 @@ import pytest
 from logreg_torch import cli
 from logreg_torch.progress import RunBars
 
+pytestmark = pytest.mark.usefixtures("no_figures")
+
 
 def test_a_pass_counts_the_rows_this_rank_reads() -> None:
     stream = SimpleNamespace(on_pass=None, on_rows=None)
@@ -45,11 +47,6 @@ def test_a_solver_bar_counts_iterations_and_shows_no_time_left(capsys) -> None:
     finally:
         bars.close()
     assert "3/100 iterations at most" in line and "<" not in line, line
-
-
-@pytest.fixture(autouse=True)
-def no_figures(monkeypatch) -> None:
-    monkeypatch.setattr("logreg_torch.tracking.figures_available", lambda: False)
 
 
 def test_a_streamed_run_shows_each_pass(tmp_path: Path, capsys) -> None:

@@ -20,6 +20,8 @@ from logreg_torch.config import load_config
 from logreg_torch.data import prepare
 from logreg_torch.train import FitResult, fit
 
+pytestmark = pytest.mark.usefixtures("no_figures")
+
 # 200 rows (160 to train on), 5 features; float64 so that the references are held to 1e-10:
 # both sides do the same arithmetic on the same full batch, our loss kernel against torch's
 # (a few ulp apart), over a handful of steps that do not amplify rounding.
@@ -28,12 +30,6 @@ TINY = ("data.source=synthetic", "data.n_samples=200", "data.n_features=5",
         "data.n_informative=3", "train.precision=fp64", "train.batch_size=null",
         "log.histogram_every=0", "train.device=cpu")
 ATOL = 1e-10
-
-
-@pytest.fixture(autouse=True)
-def no_figures(monkeypatch) -> None:
-    # End-of-run matplotlib figures are most of a tiny run's time (tests/test_tracking_run.py).
-    monkeypatch.setattr("logreg_torch.tracking.figures_available", lambda: False)
 
 
 def train(tmp_path: Path, *overrides: str) -> FitResult:

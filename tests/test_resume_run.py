@@ -12,14 +12,11 @@ from tensorboard.backend.event_processing import event_accumulator as ea
 from logreg_torch import cli
 from logreg_torch.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.usefixtures("no_figures")
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "configs" / "default.yaml"
 FAST = ("log.histogram_every=0",)
-
-
-@pytest.fixture(autouse=True)
-def no_figures(monkeypatch) -> None:
-    monkeypatch.setattr("logreg_torch.tracking.figures_available", lambda: False)
 
 
 def _steps(run: Path, tag: str = "train/loss") -> list[int]:

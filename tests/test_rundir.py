@@ -16,14 +16,11 @@ from logreg_torch import cli
 from logreg_torch.checkpoint import load_checkpoint
 from logreg_torch.rundir import MAY_CHANGE, changed_settings
 
+pytestmark = pytest.mark.usefixtures("no_figures")
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = str(REPO / "configs" / "default.yaml")
 FAST = ("log.histogram_every=0",)
-
-
-@pytest.fixture(autouse=True)
-def no_figures(monkeypatch) -> None:
-    monkeypatch.setattr("logreg_torch.tracking.figures_available", lambda: False)
 
 
 def snapshot(folder: Path) -> dict[str, tuple]:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from test_fit import (  # tests/ is on sys.path under pytest
     CONFIGS,
@@ -17,7 +18,6 @@ from test_fit import (  # tests/ is on sys.path under pytest
     TINY,
     bitwise_equal,
     config,
-    no_figures,  # noqa: F401 (the autouse fixture)
     params,
 )
 
@@ -27,6 +27,8 @@ from logreg_torch.data import prepare
 from logreg_torch.train import (
     fit,
 )
+
+pytestmark = pytest.mark.usefixtures("no_figures")
 
 # ----------------------------------------------------------------------------- checkpoints
 

@@ -27,7 +27,8 @@ from logreg_torch.checkpoint import load_checkpoint
 from logreg_torch.config import load_config
 from logreg_torch.train import fit
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
+              pytest.mark.usefixtures("no_figures")]
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "configs" / "default.yaml"
@@ -67,12 +68,6 @@ if os.environ.get("SIGINT_AFTER_STEP"):
 
     torch.optim.Adam.step = step
 '''
-
-
-@pytest.fixture(autouse=True)
-def no_figures(monkeypatch) -> None:
-    # End-of-run matplotlib figures are most of a short run's time (tests/test_tracking_run.py).
-    monkeypatch.setattr("logreg_torch.tracking.figures_available", lambda: False)
 
 
 def _command() -> list[str]:

@@ -10,7 +10,6 @@ import pytest
 import torch
 from test_fit import (  # tests/ is on sys.path under pytest
     CONFIGS,
-    no_figures,  # noqa: F401 (the autouse fixture)
     run,
 )
 
@@ -22,6 +21,8 @@ from logreg_torch.train import (
     fit,
     predict_proba,
 )
+
+pytestmark = pytest.mark.usefixtures("no_figures")
 
 # ----------------------------------------------------------------------------- sklearn parity
 
