@@ -274,12 +274,11 @@ def bench_loss_functions(sizes: list[int], repeat: int) -> list[Row]:
 
 def bench_end_to_end(n: int, d: int, rounds: int = 2) -> Row:
     """``logreg-torch train`` vs the scikit-learn script as whole processes (bench_e2e.py)."""
-    e2e = bench_e2e  # its data, runs and report
     with tempfile.TemporaryDirectory(prefix="logreg-bench-") as tmp_name:
-        data = e2e.ensure_data(Path(tmp_name) / "data", n, d)
-        out = e2e.report(n, d, e2e.bench_size(Path(tmp_name), data, n, d, rounds,
-                                              dict(os.environ)))
-    target = e2e.TARGETS.get(n)
+        data = bench_e2e.ensure_data(Path(tmp_name) / "data", n, d)
+        sizes = bench_e2e.bench_size(Path(tmp_name), data, n, d, rounds, dict(os.environ))
+        out = bench_e2e.report(n, d, sizes)
+    target = bench_e2e.TARGETS.get(n)
     return Row(f"end to end process N={n:.0e} D={d}", f"{out['ours']:.2f} s",
                f"{out['sklearn']:.2f} s", out["ratio"], "" if target is None else f"<= {target}")
 
